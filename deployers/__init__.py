@@ -1,0 +1,1 @@
+"""Built-in deployers, importable as ``modelpack.deployers.<name>``."""

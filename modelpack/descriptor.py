@@ -1,0 +1,137 @@
+"""The ``modelpack.yaml`` descriptor of a model directory, and its manifest."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelpack._fs import atomic_write_bytes, hash_files, walk_files
+from modelpack._version import __version__
+from modelpack.errors import FormatVersionError, IntegrityError, InvalidModelError
+
+DESCRIPTOR = "modelpack.yaml"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    size: int
+    sha256: str
+
+
+@dataclass
+class Descriptor:
+    flavors: dict[str, dict[str, Any]]
+    loader: str
+    signature: dict[str, Any] | None = None
+    input_example: dict[str, Any] | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parent: dict[str, Any] | None = None
+    files: dict[str, FileEntry] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    model_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    created_at: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    modelpack_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model_id": self.model_id,
+            "created_at": self.created_at,
+            "modelpack_version": self.modelpack_version,
+            "loader": self.loader,
+            "flavors": self.flavors,
+            "signature": self.signature,
+            "input_example": self.input_example,
+            "environment": self.environment,
+            "metadata": self.metadata,
+            "parent": self.parent,
+            "files": {p: {"size": e.size, "sha256": e.sha256} for p, e in self.files.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = DESCRIPTOR) -> Descriptor:
+        if not isinstance(data, dict):
+            raise InvalidModelError(f"{source}: expected a mapping at the top level")
+        version = data.get("format_version")
+        if not isinstance(version, int):
+            raise InvalidModelError(f"{source}: format_version is missing or not an integer")
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{source} has format_version {version}, but modelpack {__version__} reads "
+                f"up to {FORMAT_VERSION}; upgrade modelpack to load this model"
+            )
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidModelError(f"{source}: unknown field(s) {', '.join(unknown)}")
+        for required in ("model_id", "loader", "flavors", "files"):
+            if required not in data:
+                raise InvalidModelError(f"{source}: required field {required!r} is missing")
+        flavors = data["flavors"]
+        if not isinstance(flavors, dict) or data["loader"] not in flavors:
+            raise InvalidModelError(f"{source}: loader {data['loader']!r} is not in flavors")
+        try:
+            files = {
+                str(p): FileEntry(size=int(e["size"]), sha256=str(e["sha256"]))
+                for p, e in (data["files"] or {}).items()
+            }
+        except (TypeError, KeyError, ValueError) as exc:
+            raise InvalidModelError(f"{source}: malformed files manifest ({exc})") from exc
+        kwargs = {k: v for k, v in data.items() if k != "files"}
+        kwargs["created_at"] = str(kwargs.get("created_at", ""))
+        for key in ("environment", "metadata"):
+            kwargs[key] = kwargs.get(key) or {}
+        return cls(files=files, **kwargs)
+
+    @classmethod
+    def read(cls, model_dir: Path) -> Descriptor:
+        path = Path(model_dir) / DESCRIPTOR
+        if not path.is_file():
+            raise InvalidModelError(f"{model_dir} is not a model directory (no {DESCRIPTOR})")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise InvalidModelError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from exc
+        return cls.from_dict(data, source=str(path))
+
+    def write(self, model_dir: Path) -> None:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        atomic_write_bytes(Path(model_dir) / DESCRIPTOR, text.encode("utf-8"))
+
+
+def build_manifest(model_dir: Path) -> dict[str, FileEntry]:
+    rel = [p for p in walk_files(model_dir) if p != DESCRIPTOR]
+    hashes = hash_files(model_dir, rel)
+    return {p: FileEntry(size=(model_dir / p).stat().st_size, sha256=hashes[p]) for p in rel}
+
+
+def verify_manifest(model_dir: Path, files: dict[str, FileEntry]) -> None:
+    """Raise :class:`IntegrityError` naming the first file that differs from the manifest."""
+    model_dir = Path(model_dir)
+    present = {p for p in walk_files(model_dir) if p != DESCRIPTOR}
+    for rel in sorted(set(files) - present):
+        raise IntegrityError(f"{model_dir}: file {rel} is missing", file=rel)
+    for rel in sorted(present - set(files)):
+        raise IntegrityError(f"{model_dir}: unexpected file {rel} is not in the manifest", file=rel)
+    for rel, entry in files.items():
+        size = (model_dir / rel).stat().st_size
+        if size != entry.size:
+            raise IntegrityError(
+                f"{model_dir}: file {rel} has {size} bytes, the manifest says {entry.size}",
+                file=rel,
+            )
+    actual = hash_files(model_dir, sorted(files))
+    for rel, entry in files.items():
+        if actual[rel] != entry.sha256:
+            raise IntegrityError(
+                f"{model_dir}: file {rel} does not match its sha256 in the manifest", file=rel
+            )

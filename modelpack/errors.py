@@ -1,0 +1,123 @@
+"""The one error hierarchy of modelpack (stdlib only).
+
+Every error carries a stable ``code`` (for machines, logs and the CLI) and the
+``http_status`` a server answers with. Catch :class:`ModelpackError` to catch
+them all; domain errors also subclass the builtin a caller would catch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ModelpackError(Exception):
+    """Root of every modelpack error."""
+
+    code: str = "modelpack_error"
+    http_status: int = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message}
+
+
+class InvalidModelError(ModelpackError):
+    """A model directory or descriptor is malformed, or an object cannot be saved."""
+
+    code = "invalid_model"
+    http_status = 400
+
+
+class UnsupportedModelError(InvalidModelError, TypeError):
+    """No installed flavor can save this object."""
+
+    code = "unsupported_model"
+
+
+class ModelExistsError(InvalidModelError, FileExistsError):
+    """The target path of a save exists and ``overwrite`` was not given."""
+
+    code = "model_exists"
+    http_status = 409
+
+
+class FormatVersionError(InvalidModelError):
+    """The descriptor was written by a newer modelpack than this one."""
+
+    code = "format_version_unsupported"
+
+
+class IntegrityError(InvalidModelError):
+    """A file of a model directory does not match the manifest."""
+
+    code = "integrity_error"
+
+
+class UntrustedModelError(ModelpackError, PermissionError):
+    """Loading would execute code from the model files and trust was not given."""
+
+    code = "untrusted_model"
+    http_status = 403
+
+
+class SignatureError(ModelpackError, ValueError):
+    """Input data does not match the model's signature."""
+
+    code = "signature_mismatch"
+    http_status = 422
+
+    def __init__(
+        self, message: str, *, field: str | None = None, expected: Any = None, got: Any = None
+    ) -> None:
+        super().__init__(message, field=field, expected=expected, got=got)
+        self.field = field
+        self.expected = expected
+        self.got = got
+
+
+class InvalidInputError(ModelpackError, ValueError):
+    """Input data could not be parsed at all (bad JSON, unknown format...)."""
+
+    code = "invalid_input"
+    http_status = 400
+
+
+class ModelNotFoundError(ModelpackError, LookupError):
+    """A model URI does not resolve to a model."""
+
+    code = "model_not_found"
+    http_status = 404
+
+
+class RegistryConflictError(ModelpackError):
+    """A registry write conflicts with existing state (duplicate name, alias...)."""
+
+    code = "registry_conflict"
+    http_status = 409
+
+
+class PluginError(ModelpackError):
+    """A plugin is missing, duplicated, or does not satisfy its Protocol."""
+
+    code = "plugin_error"
+    http_status = 500
+
+
+class MissingDependencyError(PluginError, ImportError):
+    """An optional library needed for this operation is not installed."""
+
+    code = "missing_dependency"
+
+
+class DeploymentError(ModelpackError):
+    """A deployment could not be planned, created, updated or reached."""
+
+    code = "deployment_error"
+    http_status = 502

@@ -1,0 +1,255 @@
+"""Saving any object with a flavor, and loading any saved model for inference."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelpack import plugins
+from modelpack._fs import atomic_directory
+from modelpack.descriptor import Descriptor, build_manifest, verify_manifest
+from modelpack.environment import environment_info, pinned
+from modelpack.errors import InvalidModelError, UnsupportedModelError
+from modelpack.payload import decode, encode_example
+from modelpack.plugins import Flavor, LoadOptions, Predictor
+from modelpack.signature import Signature, infer_schema
+from modelpack.uris import resolve
+
+MODEL_SUBDIR = "model"
+EXAMPLE_FILE = "input_example.json"
+TRUST_ENV = "MODELPACK_TRUST_PICKLE"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def pick_flavor(obj: Any) -> Flavor:
+    """The installed flavor that accepts ``obj``; generic (fallback) flavors are tried last."""
+    flavors = [plugins.flavor(name) for name in plugins.names("flavor")]
+    flavors.sort(key=lambda f: bool(getattr(f, "fallback", False)))
+    for flavor in flavors:
+        if flavor.accepts(obj):
+            return flavor
+    raise UnsupportedModelError(
+        f"no installed flavor can save a {type(obj).__module__}.{type(obj).__qualname__} "
+        f"(installed flavors: {', '.join(f.name for f in flavors)}); "
+        "wrap it in a class with a predict method to use the python flavor"
+    )
+
+
+def save(
+    obj: Any,
+    path: str | os.PathLike[str],
+    *,
+    signature: Signature | Mapping[str, Any] | None = None,
+    input_example: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> Path:
+    """Save ``obj`` as a model directory at ``path`` with the flavor that fits its type."""
+    return save_with(
+        pick_flavor(obj),
+        obj,
+        path,
+        signature=signature,
+        input_example=input_example,
+        metadata=metadata,
+        requirements=requirements,
+        overwrite=overwrite,
+        **options,
+    )
+
+
+def save_with(
+    flavor: Flavor,
+    obj: Any,
+    path: str | os.PathLike[str],
+    *,
+    signature: Signature | Mapping[str, Any] | None = None,
+    input_example: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    overwrite: bool = False,
+    parent: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Path:
+    """Save ``obj`` with an explicitly chosen flavor (what ``flavors.<name>.save`` calls)."""
+    target = Path(path)
+    if isinstance(signature, Mapping):
+        signature = Signature.from_dict(signature)
+    with atomic_directory(target, overwrite=overwrite) as tmp:
+        model_dir = tmp / MODEL_SUBDIR
+        model_dir.mkdir()
+        config = flavor.save(obj, model_dir, **options)
+        example_info = None
+        if input_example is not None:
+            body = encode_example(input_example)
+            (tmp / EXAMPLE_FILE).write_bytes(orjson.dumps(body))
+            example_info = {"file": EXAMPLE_FILE, "format": next(iter(body))}
+            signature = _example_signature(flavor, obj, model_dir, config, input_example, signature)
+        reqs = pinned([*flavor.requirements(config), *(requirements or [])])
+        (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
+        descriptor = Descriptor(
+            flavors={flavor.name: config},
+            loader=flavor.name,
+            signature=signature.to_dict() if signature else None,
+            input_example=example_info,
+            environment=environment_info(),
+            metadata=dict(metadata or {}),
+            parent=dict(parent) if parent else None,
+        )
+        descriptor.files = build_manifest(tmp)
+        descriptor.write(tmp)
+    return target
+
+
+def _example_signature(
+    flavor: Flavor,
+    obj: Any,
+    model_dir: Path,
+    config: Mapping[str, Any],
+    example: Any,
+    given: Signature | None,
+) -> Signature:
+    if given is not None:
+        given.enforce(example)  # an example that contradicts the signature is a user mistake
+        return given
+    inputs = infer_schema(example)
+    sig = Signature(inputs=inputs)
+    wrap = getattr(flavor, "wrap", None)
+    predictor: Predictor = (
+        wrap(obj, config)
+        if wrap is not None
+        else flavor.predictor(model_dir, config, LoadOptions(trust_pickle=True))
+    )
+    output = predictor.predict(sig.enforce(example))
+    return Signature(inputs=inputs, outputs=infer_schema(output))
+
+
+class Model:
+    """A saved model loaded for inference, whatever its flavor."""
+
+    def __init__(
+        self, path: Path, descriptor: Descriptor, flavor: Flavor, predictor: Predictor
+    ) -> None:
+        self.path = path
+        self.descriptor = descriptor
+        self.flavor = flavor
+        self.predictor = predictor
+        self.signature = (
+            Signature.from_dict(descriptor.signature) if descriptor.signature else None
+        )
+        self._takes_params = "params" in inspect.signature(predictor.predict).parameters
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.descriptor.metadata
+
+    @property
+    def model_id(self) -> str:
+        return self.descriptor.model_id
+
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
+        if self.signature is not None:
+            data = self.signature.enforce(data)
+        if params and self._takes_params:
+            return self.predictor.predict(data, params=dict(params))  # type: ignore[call-arg]
+        return self.predictor.predict(data)
+
+    def input_example(self) -> Any:
+        info = self.descriptor.input_example
+        if not info:
+            return None
+        data, _ = decode(orjson.loads((self.path / info["file"]).read_bytes()))
+        return self.signature.enforce(data) if self.signature else data
+
+    def unwrap(self) -> Any:
+        """The native object (an estimator, an ``nn.Module``, an ONNX session...)."""
+        native = getattr(self.predictor, "native", None)
+        if native is not None:
+            return native
+        config = self.descriptor.flavors[self.descriptor.loader]
+        return self.flavor.load(self.path / MODEL_SUBDIR, config, LoadOptions())
+
+    def __repr__(self) -> str:
+        return f"<Model {self.descriptor.loader} {self.model_id} at {self.path}>"
+
+
+def load(
+    uri: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    trust_pickle: bool | None = None,
+    flavor: str | None = None,
+) -> Model:
+    """Load any saved model for inference: ``modelpack.load(uri).predict(data)``."""
+    path = resolve(Path(uri) if isinstance(uri, os.PathLike) else uri)
+    descriptor = Descriptor.read(path)
+    name = flavor or descriptor.loader
+    if name not in descriptor.flavors:
+        raise InvalidModelError(
+            f"{path} has no {name!r} flavor (it has: {', '.join(descriptor.flavors)})"
+        )
+    chosen = plugins.flavor(name)
+    config = descriptor.flavors[name]
+    trust = _truthy(os.environ.get(TRUST_ENV)) if trust_pickle is None else trust_pickle
+    options = LoadOptions(device=device, trust_pickle=trust)
+    if config.get("executes_code"):
+        # Never run code from files that have not been verified first.
+        verify_manifest(path, descriptor.files)
+        predictor = chosen.predictor(path / MODEL_SUBDIR, config, options)
+    else:
+        predictor = _load_while_verifying(path, descriptor, chosen, config, options)
+    return Model(path, descriptor, chosen, predictor)
+
+
+def _load_while_verifying(
+    path: Path,
+    descriptor: Descriptor,
+    flavor: Flavor,
+    config: Mapping[str, Any],
+    options: LoadOptions,
+) -> Predictor:
+    # Formats that run no code on load (safetensors, skops, ONNX) are read while the manifest
+    # hashes in another thread: the load costs max(read, hash), not their sum.
+    with ThreadPoolExecutor(1) as pool:
+        verified = pool.submit(verify_manifest, path, descriptor.files)
+        try:
+            predictor = flavor.predictor(path / MODEL_SUBDIR, config, options)
+        except Exception:
+            verified.result()  # a corrupt file explains the failure better than the flavor
+            raise
+        verified.result()
+    return predictor
+
+
+def load_native(
+    flavor_name: str,
+    uri: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    trust_pickle: bool | None = None,
+) -> Any:
+    """The native object of the ``flavor_name`` flavor (what ``flavors.<name>.load`` calls)."""
+    path = resolve(Path(uri) if isinstance(uri, os.PathLike) else uri)
+    descriptor = Descriptor.read(path)
+    if flavor_name not in descriptor.flavors:
+        raise InvalidModelError(
+            f"{path} has no {flavor_name!r} flavor (it has: {', '.join(descriptor.flavors)})"
+        )
+    verify_manifest(path, descriptor.files)
+    trust = _truthy(os.environ.get(TRUST_ENV)) if trust_pickle is None else trust_pickle
+    return plugins.flavor(flavor_name).load(
+        path / MODEL_SUBDIR,
+        descriptor.flavors[flavor_name],
+        LoadOptions(device=device, trust_pickle=trust),
+    )

@@ -1,0 +1,1 @@
+"""Built-in servers, importable as ``modelpack.servers.<name>``."""
