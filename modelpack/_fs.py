@@ -32,7 +32,9 @@ def hash_files(root: Path, relpaths: list[str]) -> dict[str, str]:
         return {p: sha256_file(root / p) for p in relpaths}
     workers = min(len(relpaths), os.cpu_count() or 1, 8)
     with ThreadPoolExecutor(workers) as pool:
-        return dict(zip(relpaths, pool.map(lambda p: sha256_file(root / p), relpaths)))
+        return dict(
+            zip(relpaths, pool.map(lambda p: sha256_file(root / p), relpaths), strict=False)
+        )
 
 
 def walk_files(root: Path) -> list[str]:

@@ -15,7 +15,7 @@ from modelpack import plugins
 from modelpack._fs import atomic_directory
 from modelpack.descriptor import Descriptor, build_manifest, verify_manifest
 from modelpack.environment import environment_info, pinned
-from modelpack.errors import InvalidModelError, UnsupportedModelError
+from modelpack.errors import InvalidModelError, PluginError, UnsupportedModelError
 from modelpack.payload import decode, encode_example
 from modelpack.plugins import Flavor, LoadOptions, Predictor
 from modelpack.signature import Signature, infer_schema
@@ -32,14 +32,20 @@ def _truthy(value: str | None) -> bool:
 
 def pick_flavor(obj: Any) -> Flavor:
     """The installed flavor that accepts ``obj``; generic (fallback) flavors are tried last."""
-    flavors = [plugins.flavor(name) for name in plugins.names("flavor")]
+    flavors, broken = [], []
+    for name in plugins.names("flavor"):
+        try:
+            flavors.append(plugins.flavor(name))
+        except PluginError:  # one broken plugin must not stop the others from saving
+            broken.append(name)
     flavors.sort(key=lambda f: bool(getattr(f, "fallback", False)))
     for flavor in flavors:
         if flavor.accepts(obj):
             return flavor
+    unusable = f"; broken: {', '.join(broken)}" if broken else ""
     raise UnsupportedModelError(
         f"no installed flavor can save a {type(obj).__module__}.{type(obj).__qualname__} "
-        f"(installed flavors: {', '.join(f.name for f in flavors)}); "
+        f"(installed flavors: {', '.join(f.name for f in flavors)}{unusable}); "
         "wrap it in a class with a predict method to use the python flavor"
     )
 
@@ -145,9 +151,7 @@ class Model:
         self.descriptor = descriptor
         self.flavor = flavor
         self.predictor = predictor
-        self.signature = (
-            Signature.from_dict(descriptor.signature) if descriptor.signature else None
-        )
+        self.signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
         self._takes_params = "params" in inspect.signature(predictor.predict).parameters
 
     @property
@@ -203,7 +207,7 @@ def load(
     config = descriptor.flavors[name]
     trust = _truthy(os.environ.get(TRUST_ENV)) if trust_pickle is None else trust_pickle
     options = LoadOptions(device=device, trust_pickle=trust)
-    if config.get("executes_code"):
+    if config.get("executes_code") or trust:
         # Never run code from files that have not been verified first.
         verify_manifest(path, descriptor.files)
         predictor = chosen.predictor(path / MODEL_SUBDIR, config, options)

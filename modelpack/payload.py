@@ -51,9 +51,7 @@ def _split(frame: pd.DataFrame) -> dict[str, Any]:
 def decode(body: Any) -> tuple[Any, dict[str, Any]]:
     """Model input and params from a parsed JSON body in one of MLflow's formats."""
     if not isinstance(body, Mapping):
-        raise InvalidInputError(
-            f"the JSON body must be an object with one of {', '.join(FORMATS)}"
-        )
+        raise InvalidInputError(f"the JSON body must be an object with one of {', '.join(FORMATS)}")
     present = [k for k in FORMATS if k in body]
     if len(present) != 1:
         unknown = sorted(set(body) - {*FORMATS, "params"})
@@ -105,12 +103,10 @@ def _array(value: Any, where: str) -> np.ndarray:
 def to_jsonable(predictions: Any) -> Any:
     """Predictions as plain JSON types (lists, dicts, numbers, strings)."""
     if isinstance(predictions, pd.DataFrame):
-        records: Any = orjson.loads(
-            predictions.to_json(orient="records", date_format="iso")
-        )
+        records: Any = orjson.loads(predictions.to_json(orient="records", date_format="iso"))
         return records
     if isinstance(predictions, pd.Series):
-        return orjson.loads(predictions.to_json(orient="values", date_format="iso"))
+        return [row[0] for row in _split(predictions.to_frame())["data"]]
     if isinstance(predictions, Mapping):
         return {str(k): to_jsonable(v) for k, v in predictions.items()}
     if hasattr(predictions, "detach") and hasattr(predictions, "numpy"):

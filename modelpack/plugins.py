@@ -8,7 +8,7 @@ plugin that does not satisfy its Protocol is rejected by name.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -60,7 +60,9 @@ class Flavor(Protocol):
         """Distributions needed to load a model saved with ``config``."""
         ...
 
-    def save(self, obj: Any, path: Path, **options: Any) -> dict[str, Any]: ...
+    # save(obj, path, **options) -> config: flavors name their own keyword options.
+    @property
+    def save(self) -> Callable[..., dict[str, Any]]: ...
 
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any: ...
 
@@ -186,7 +188,6 @@ def _protocol_attrs(protocol: type) -> set[str]:
         attrs.update(a for a in vars(klass) if not a.startswith("_"))
         attrs.update(getattr(klass, "__annotations__", {}))
     return attrs
-
 
 
 def flavor(name: str) -> Flavor:

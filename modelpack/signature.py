@@ -190,9 +190,9 @@ def _column_type(col: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(dtype):
         return "bool"
     if pd.api.types.is_integer_dtype(dtype):
-        return str(np.dtype(dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype))
+        return str(getattr(dtype, "numpy_dtype", dtype))
     if pd.api.types.is_float_dtype(dtype):
-        return str(np.dtype(dtype.numpy_dtype if hasattr(dtype, "numpy_dtype") else dtype))
+        return str(getattr(dtype, "numpy_dtype", dtype))
     if pd.api.types.is_datetime64_any_dtype(dtype):
         return "datetime"
     kind = pd.api.types.infer_dtype(col, skipna=True)
@@ -266,8 +266,9 @@ def _enforce_columns(data: Any, specs: tuple[ColSpec, ...]) -> pd.DataFrame:
 
 def _fail(spec_name: str, expected: str, got: Any, why: str = "") -> SignatureError:
     msg = f"column {spec_name!r}: expected {expected}, got {got}"
-    return SignatureError(msg + (f" ({why})" if why else ""), field=spec_name, expected=expected,
-                          got=str(got))
+    return SignatureError(
+        msg + (f" ({why})" if why else ""), field=spec_name, expected=expected, got=str(got)
+    )
 
 
 def _coerce_column(col: pd.Series, spec: ColSpec) -> pd.Series:
@@ -303,14 +304,16 @@ def _coerce_column(col: pd.Series, spec: ColSpec) -> pd.Series:
     if target.kind == "f":
         if not (is_int or is_float):
             raise _fail(spec.name, want, dtype)
-        return pd.Series(col.to_numpy(dtype=target, na_value=np.nan), index=col.index,
-                         name=col.name)
+        return pd.Series(
+            col.to_numpy(dtype=target, na_value=np.nan), index=col.index, name=col.name
+        )
     # integer target
     if not is_int:
         raise _fail(spec.name, want, dtype, "only integer data casts safely to an integer type")
     if has_na:
-        return pd.Series(col.to_numpy(dtype="float64", na_value=np.nan), index=col.index,
-                         name=col.name)
+        return pd.Series(
+            col.to_numpy(dtype="float64", na_value=np.nan), index=col.index, name=col.name
+        )
     values = col.to_numpy()
     if values.size and not np.can_cast(values.dtype, target):
         info = np.iinfo(target)
@@ -372,7 +375,7 @@ def _coerce_tensor(arr: np.ndarray, spec: TensorSpec, name: str) -> np.ndarray:
             )
         arr = arr.astype(want)
     if len(spec.shape) != arr.ndim or any(
-        w != -1 and w != g for w, g in zip(spec.shape, arr.shape)
+        w != -1 and w != g for w, g in zip(spec.shape, arr.shape, strict=False)
     ):
         raise SignatureError(
             f"tensor {name!r}: expected shape {list(spec.shape)}, got {list(arr.shape)}",

@@ -1,0 +1,163 @@
+"""The scikit-learn flavor: any estimator or Pipeline, saved with skops by default.
+
+skops loads without executing code for the types it knows; pickle is available on
+request and then loads only with explicit trust, since unpickling runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from modelpack.errors import InvalidModelError, UntrustedModelError
+from modelpack.model import load_native, save_with
+from modelpack.plugins import LoadOptions
+
+SERIALIZATIONS = ("skops", "pickle")
+# Types from the libraries this flavor already requires are trusted by default.
+_TRUSTED_ROOTS = ("sklearn", "numpy", "scipy")
+
+
+class SklearnPredictor:
+    def __init__(self, estimator: Any, method: str = "predict") -> None:
+        self.native = estimator
+        self._method = getattr(estimator, method)
+        # Fitted on an array, an estimator warns when given named columns: give it the values.
+        self._wants_names = hasattr(estimator, "feature_names_in_")
+
+    def predict(self, data: Any) -> Any:
+        if not self._wants_names and hasattr(data, "to_numpy"):
+            data = data.to_numpy()
+        return self._method(data)
+
+
+class SklearnFlavor:
+    name = "sklearn"
+
+    def accepts(self, obj: Any) -> bool:
+        if "sklearn" not in sys.modules:
+            return False
+        from sklearn.base import BaseEstimator
+
+        if isinstance(obj, BaseEstimator):
+            return True
+        return all(hasattr(obj, a) for a in ("fit", "predict", "get_params"))
+
+    def requirements(self, config: Mapping[str, Any]) -> Sequence[str]:
+        reqs = ["scikit-learn", "numpy", "scipy"]
+        if config.get("serialization") == "pickle":
+            reqs.append("cloudpickle")
+        else:
+            reqs.append("skops")
+        return reqs
+
+    def save(
+        self,
+        obj: Any,
+        path: Path,
+        *,
+        serialization: str = "skops",
+        predict_method: str = "predict",
+    ) -> dict[str, Any]:
+        if serialization not in SERIALIZATIONS:
+            raise InvalidModelError(
+                f"unknown serialization {serialization!r}; choose one of {SERIALIZATIONS}"
+            )
+        if not callable(getattr(obj, predict_method, None)):
+            raise InvalidModelError(
+                f"{type(obj).__name__} has no method {predict_method!r} to predict with"
+            )
+        import sklearn
+
+        config: dict[str, Any] = {
+            "serialization": serialization,
+            "estimator": f"{type(obj).__module__}.{type(obj).__qualname__}",
+            "predict_method": predict_method,
+            "sklearn_version": sklearn.__version__,
+        }
+        if serialization == "pickle":
+            import cloudpickle
+
+            config["file"] = "model.pkl"
+            config["executes_code"] = True
+            with open(path / "model.pkl", "wb") as fh:
+                cloudpickle.dump(obj, fh, protocol=pickle.DEFAULT_PROTOCOL)
+            return config
+        import skops.io as sio
+
+        config["file"] = "model.skops"
+        sio.dump(obj, path / "model.skops")
+        config["untrusted_types"] = sio.get_untrusted_types(file=path / "model.skops")
+        return config
+
+    def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
+        file = path / str(config.get("file", "model.skops"))
+        if config.get("serialization") == "pickle":
+            if not options.trust_pickle:
+                raise UntrustedModelError(
+                    f"{file.name} is a pickle, and loading a pickle runs code from the file; "
+                    "load it only if you trust its source, with trust_pickle=True "
+                    "or MODELPACK_TRUST_PICKLE=1"
+                )
+            with open(file, "rb") as fh:
+                return pickle.load(fh)
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=file)
+        risky = [t for t in untrusted if t.split(".", 1)[0] not in _TRUSTED_ROOTS]
+        if risky and not options.trust_pickle:
+            raise UntrustedModelError(
+                f"{file.name} holds types outside scikit-learn/numpy/scipy that could run code "
+                f"when loaded: {', '.join(risky)}; load it only if you trust its source, "
+                "with trust_pickle=True or MODELPACK_TRUST_PICKLE=1"
+            )
+        return sio.load(file, trusted=untrusted)
+
+    def predictor(
+        self, path: Path, config: Mapping[str, Any], options: LoadOptions
+    ) -> SklearnPredictor:
+        return SklearnPredictor(
+            self.load(path, config, options), str(config.get("predict_method", "predict"))
+        )
+
+    def wrap(self, obj: Any, config: Mapping[str, Any]) -> SklearnPredictor:
+        return SklearnPredictor(obj, str(config.get("predict_method", "predict")))
+
+
+_FLAVOR = SklearnFlavor()
+
+
+def save(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    serialization: str = "skops",
+    predict_method: str = "predict",
+    signature: Any = None,
+    input_example: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save a scikit-learn estimator (skops by default; ``serialization="pickle"`` on request)."""
+    return save_with(
+        _FLAVOR,
+        model,
+        path,
+        signature=signature,
+        input_example=input_example,
+        metadata=metadata,
+        requirements=requirements,
+        overwrite=overwrite,
+        serialization=serialization,
+        predict_method=predict_method,
+    )
+
+
+def load(path: str | os.PathLike[str], *, trust_pickle: bool | None = None) -> Any:
+    """The estimator saved at ``path``."""
+    return load_native("sklearn", path, trust_pickle=trust_pickle)

@@ -1,0 +1,39 @@
+"""The ``modelpack`` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from modelpack.errors import ModelpackError
+
+app = typer.Typer(
+    name="modelpack",
+    help="Package, version, serve and deploy models from any Python ML library.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+USER_ERROR_EXIT = 2
+
+
+def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
+    typer.echo(f"error [{error.code}]: {error.message}", err=True)
+    return typer.Exit(exit_code)
+
+
+def _register() -> None:
+    from modelpack.cli import model_commands
+
+    model_commands.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except ModelpackError as exc:
+        typer.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        sys.exit(USER_ERROR_EXIT)

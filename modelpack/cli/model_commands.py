@@ -1,0 +1,187 @@
+"""``inspect``, ``verify``, ``predict`` and ``plugins``."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from modelpack.cli import fail
+from modelpack.errors import IntegrityError, InvalidInputError, ModelpackError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect")(inspect_model)
+    app.command("verify")(verify_model)
+    app.command("predict")(predict)
+    app.command("plugins")(list_plugins)
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+def inspect_model(
+    uri: Annotated[str, typer.Argument(help="Model path or URI.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the descriptor as JSON.")] = False,
+) -> None:
+    """Show a model's descriptor: flavors, signature, environment, files."""
+    from modelpack.descriptor import Descriptor
+    from modelpack.uris import resolve
+
+    descriptor = Descriptor.read(resolve(uri))
+    data = descriptor.to_dict()
+    if as_json:
+        _echo_json(data)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]model[/bold] {data['model_id']}  (loader: {data['loader']})")
+    console.print(
+        f"created {data['created_at']} with modelpack {data['modelpack_version']}, "
+        f"format {data['format_version']}"
+    )
+    for name, config in data["flavors"].items():
+        details = ", ".join(
+            f"{k}={v}" for k, v in config.items() if not isinstance(v, (dict, list))
+        )
+        console.print(f"flavor [bold]{name}[/bold]: {details}")
+    if data["parent"]:
+        console.print(f"parent: {data['parent']}")
+    sig = data["signature"]
+    if sig:
+        for part in ("inputs", "outputs"):
+            schema = sig.get(part)
+            if not schema:
+                continue
+            table = Table(title=part, title_justify="left")
+            if schema["type"] == "columns":
+                for col in ("name", "type", "required"):
+                    table.add_column(col)
+                for c in schema["columns"]:
+                    table.add_row(c["name"], c["type"], str(c["required"]))
+            else:
+                for col in ("name", "dtype", "shape"):
+                    table.add_column(col)
+                for t in schema["tensors"]:
+                    table.add_row(str(t["name"] or "-"), t["dtype"], str(t["shape"]))
+            console.print(table)
+    else:
+        console.print("signature: none")
+    env = data["environment"]
+    console.print(f"python {env.get('python', '?')}, requirements in {env.get('requirements')}")
+    if data["metadata"]:
+        console.print(f"metadata: {data['metadata']}")
+    total = sum(f["size"] for f in data["files"].values())
+    console.print(f"{len(data['files'])} files, {total:,} bytes")
+
+
+def verify_model(uri: Annotated[str, typer.Argument(help="Model path or URI.")]) -> None:
+    """Check every file against the manifest; exit 0 when intact, 1 when not."""
+    from modelpack.descriptor import Descriptor, verify_manifest
+    from modelpack.uris import resolve
+
+    path = resolve(uri)
+    descriptor = Descriptor.read(path)
+    try:
+        verify_manifest(path, descriptor.files)
+    except IntegrityError as exc:
+        raise fail(exc, exit_code=1) from None
+    typer.echo(f"ok: {len(descriptor.files)} files match the manifest of {path}")
+
+
+def _read_input(file: Path) -> Any:
+    import pandas as pd
+
+    from modelpack.payload import decode
+
+    if str(file) == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        if not file.is_file():
+            raise InvalidInputError(f"input file {file} does not exist")
+        raw = file.read_bytes()
+    if file.suffix.lower() == ".csv" or (
+        file.suffix.lower() != ".json" and raw.lstrip()[:1] not in (b"{", b"[")
+    ):
+        try:
+            return pd.read_csv(io.BytesIO(raw))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise InvalidInputError(f"{file}: not valid CSV ({exc})") from exc
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInputError(f"{file}: not valid JSON ({exc})") from exc
+    if isinstance(body, list):
+        body = (
+            {"dataframe_records": body} if body and isinstance(body[0], dict) else {"inputs": body}
+        )
+    data, _ = decode(body)
+    return data
+
+
+def predict(
+    model_uri: Annotated[str, typer.Option("-m", "--model-uri", help="Model path or URI.")],
+    input_file: Annotated[
+        Path, typer.Option("-i", "--input", help="JSON or CSV file, - for stdin.")
+    ],
+    output_file: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here (.csv or .json).")
+    ] = None,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle-serialized models.")] = False,
+) -> None:
+    """Predict with a model on a JSON (MLflow formats) or CSV file."""
+    import modelpack
+    from modelpack.payload import to_jsonable
+
+    data = _read_input(input_file)
+    model = modelpack.load(model_uri, trust_pickle=trust_pickle or None)
+    predictions = model.predict(data)
+    if output_file is not None and output_file.suffix.lower() == ".csv":
+        import numpy as np
+        import pandas as pd
+
+        frame = (
+            predictions
+            if isinstance(predictions, pd.DataFrame)
+            else pd.DataFrame({"prediction": list(np.asarray(predictions))})
+        )
+        frame.to_csv(output_file, index=False)
+        return
+    body = orjson.dumps({"predictions": to_jsonable(predictions)})
+    if output_file is None:
+        typer.echo(body.decode())
+    else:
+        output_file.write_bytes(body + b"\n")
+
+
+def list_plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List installed flavors, servers, deployers and tracking hooks with their distributions."""
+    from dataclasses import asdict
+
+    from modelpack import plugins
+
+    infos = [info for kind in plugins.GROUPS for info in plugins.list_plugins(kind)]
+    if as_json:
+        _echo_json([asdict(i) for i in infos])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("kind", "name", "distribution", "version", "object"):
+        table.add_column(col)
+    for info in infos:
+        table.add_row(info.kind, info.name, info.distribution, info.version, info.value)
+    Console(width=200).print(table)
+
+
+__all__ = ["ModelpackError", "register"]
