@@ -241,13 +241,6 @@ def _enforce_columns(data: Any, specs: tuple[ColSpec, ...]) -> pd.DataFrame:
     frame = to_frame(data, specs)
     frame.columns = [str(c) for c in frame.columns]
     names = [c.name for c in specs]
-    extra = [c for c in frame.columns if c not in names]
-    if extra:
-        warnings.warn(
-            f"dropping column(s) not in the signature: {', '.join(extra)}",
-            ExtraColumnsWarning,
-            stacklevel=3,
-        )
     out: dict[str, Any] = {}
     for spec in specs:
         if spec.name not in frame.columns:
@@ -261,6 +254,13 @@ def _enforce_columns(data: Any, specs: tuple[ColSpec, ...]) -> pd.DataFrame:
             out[spec.name] = pd.Series([None] * len(frame), index=frame.index, dtype=object)
             continue
         out[spec.name] = _coerce_column(frame[spec.name], spec)
+    extra = [c for c in frame.columns if c not in names]
+    if extra:
+        warnings.warn(
+            f"dropping column(s) not in the signature: {', '.join(extra)}",
+            ExtraColumnsWarning,
+            stacklevel=3,
+        )
     return pd.DataFrame(out, index=frame.index)
 
 

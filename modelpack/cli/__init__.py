@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 
@@ -30,7 +31,14 @@ def _register() -> None:
     model_commands.register(app)
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.showwarning = _show_warning  # one line, not the source line of the warning
     _register()
     try:
         app(args=argv, standalone_mode=True)

@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+THIRDPARTY_FIXTURE = ROOT / "tests" / "fixtures" / "thirdparty_flavor"
+
+# What the wheel is built from: the repository less what is not part of the distribution.
+_NOT_BUILT = {".git", ".venv", "build", "dist", "tests", "benchmarks", "examples", "docs", ".ci"}
+_JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*_cache")
+_FIXTURE_JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist")
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+def _uv() -> str:
+    found = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if found is None:
+        pytest.fail("uv is not installed in the test environment; run `make venv`")
+    return found
+
+
+def _run(*args: str | Path, cwd: Path | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise CommandError(
+            f"{' '.join(proc.args)} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}--- stderr\n{proc.stderr}"
+        )
+    return proc.stdout
+
+
+def _uv_offline_first(*args: str | Path) -> None:
+    # The uv cache normally holds everything: offline takes seconds and needs no network.
+    try:
+        _run(_uv(), *args, "--offline")
+    except CommandError:
+        _run(_uv(), *args)
+
+
+def _copy_project(dest: Path) -> Path:
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = set(_JUNK(directory, names))
+        if Path(directory) == ROOT:
+            skipped |= _NOT_BUILT & set(names)
+        return skipped
+
+    shutil.copytree(ROOT, dest, ignore=ignore)
+    return dest
+
+
+def build_thirdparty_venv(base: Path) -> Path:
+    """A fresh venv with the built modelpack wheel (core deps) and the third-party flavor.
+
+    Both are built from copies, so the build writes nothing into the checkout; dependencies are
+    pinned to the dev venv's versions, which the uv cache already holds.
+    """
+    wheels = base / "dist"
+    _uv_offline_first("build", "--wheel", "--out-dir", wheels, _copy_project(base / "src"))
+    [wheel] = wheels.glob("modelpack-*.whl")
+    constraints = base / "constraints.txt"
+    frozen = _run(_uv(), "pip", "freeze", "--python", sys.executable, "--exclude-editable")
+    constraints.write_text(frozen, encoding="utf-8")
+    thirdparty = shutil.copytree(THIRDPARTY_FIXTURE, base / "thirdparty", ignore=_FIXTURE_JUNK)
+    venv = base / "venv"
+    _run(_uv(), "venv", "--quiet", "--python", sys.executable, venv)
+    python = venv / "bin" / "python"
+    _uv_offline_first(
+        "pip", "install", "--quiet", "--python", python, "-c", constraints, wheel, thirdparty
+    )
+    return python
+
+
+@pytest.fixture(scope="session")
+def thirdparty_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python of a fresh venv holding the built wheel and the third-party fixture flavor."""
+    return build_thirdparty_venv(tmp_path_factory.mktemp("thirdparty_venv"))
+
+
+@pytest.fixture(scope="session")
+def run_in_venv(
+    thirdparty_venv: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., str]:
+    """Run a Python snippet in the third-party venv, outside the checkout, and return stdout."""
+    cwd = tmp_path_factory.mktemp("venv_cwd")  # the checkout's modelpack/ must not shadow it
+
+    def run(code: str, *args: str) -> str:
+        return _run(thirdparty_venv, "-c", code, *args, cwd=cwd)
+
+    return run
