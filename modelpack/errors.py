@@ -121,3 +121,81 @@ class DeploymentError(ModelpackError):
 
     code = "deployment_error"
     http_status = 502
+
+
+class UnsafePathError(InvalidInputError):
+    """An artifact path is absolute or climbs out of its root with ``..``."""
+
+    code = "unsafe_path"
+
+
+class ArtifactError(ModelpackError):
+    """The artifact store cannot store or return a blob (missing, corrupt, unreachable)."""
+
+    code = "artifact_error"
+    http_status = 502
+
+
+class StoreError(ModelpackError):
+    """The registry/tracking database cannot be opened or migrated."""
+
+    code = "store_error"
+    http_status = 500
+
+
+class RunNotFoundError(ModelpackError, LookupError):
+    """No tracking run has this id."""
+
+    code = "run_not_found"
+    http_status = 404
+
+
+class RunStateError(ModelpackError):
+    """A tracking call needs an active run and there is none, or a run is already active."""
+
+    code = "run_state"
+    http_status = 409
+
+
+class ParamConflictError(RegistryConflictError):
+    """A run's param is set once: logging it again with another value is refused."""
+
+    code = "param_conflict"
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request body is larger than the server accepts."""
+
+    code = "payload_too_large"
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """A request body has a content type the server cannot read."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class ServiceUnavailableError(ModelpackError):
+    """The server cannot take the request now; ``retry_after`` says when to try again."""
+
+    code = "overloaded"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class ModelNotReadyError(ServiceUnavailableError):
+    """The server is up but its model is not loaded (yet)."""
+
+    code = "model_not_ready"
+
+
+class RequestTimeoutError(ModelpackError, TimeoutError):
+    """A request took longer than the server's time limit."""
+
+    code = "request_timeout"
+    http_status = 504

@@ -19,8 +19,19 @@ def register_scheme(scheme: str, resolver: Resolver) -> None:
     _RESOLVERS[scheme] = resolver
 
 
+def _builtin(scheme: str) -> Resolver | None:
+    # Imported on first use: the registry pulls in SQLAlchemy, S3 pulls in boto3.
+    if scheme not in ("models", "runs", "s3"):
+        return None
+    from modelpack import _resolvers
+
+    for name in ("models", "runs", "s3"):
+        _RESOLVERS.setdefault(name, getattr(_resolvers, f"resolve_{name}"))
+    return _RESOLVERS[scheme]
+
+
 def resolve(uri: str | Path) -> Path:
-    """A local model directory for ``uri`` (a path or ``file://`` URI for now)."""
+    """A local model directory for ``uri``: a path, ``file://``, ``models:/``, ``runs:/``, ``s3://``."""
     if isinstance(uri, Path):
         return _local(uri, str(uri))
     text = str(uri)
@@ -28,9 +39,10 @@ def resolve(uri: str | Path) -> Path:
     if scheme in ("", "file") or (len(scheme) == 1 and text[1:3] in (":\\", ":/")):
         path = unquote(urlparse(text).path) if scheme == "file" else text
         return _local(Path(path).expanduser(), text)
-    resolver = _RESOLVERS.get(scheme)
+    resolver = _RESOLVERS.get(scheme) or _builtin(scheme)
     if resolver is None:
-        known = ", ".join(["a path", "file://", *(f"{s}:" for s in sorted(_RESOLVERS))])
+        schemes = sorted({*_RESOLVERS, "models", "runs", "s3"})
+        known = ", ".join(["a path", "file://", *(f"{s}:" for s in schemes)])
         raise ModelNotFoundError(f"cannot resolve {text!r}: unknown URI scheme (known: {known})")
     return resolver(text)
 

@@ -26,9 +26,10 @@ def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
 
 
 def _register() -> None:
-    from modelpack.cli import model_commands
+    from modelpack.cli import model_commands, registry_commands
 
     model_commands.register(app)
+    registry_commands.register(app)
 
 
 def _show_warning(

@@ -1,0 +1,338 @@
+"""Registry records, and the SQL behind reading them: hydration, filters, ordering, paging."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    exists,
+    func,
+    not_,
+    select,
+)
+
+from modelpack._filters import Condition, parse_filter
+from modelpack.errors import InvalidInputError
+from modelpack.store.schema import (
+    aliases,
+    model_tags,
+    model_versions,
+    registered_models,
+    version_tags,
+)
+
+T = TypeVar("T")
+mv, rm = model_versions, registered_models
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    source: str
+    run_id: str | None
+    aliases: list[str]
+    stage: str | None
+    tags: dict[str, str]
+    description: str | None
+    status: str
+    parent: str | None  # "NAME/VERSION" of the version this one was derived from
+    flavors: list[str]
+    signature: dict[str, Any] | None
+    created_at: int
+    updated_at: int
+    descriptor_sha256: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    name: str
+    description: str | None
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    latest_version: int | None
+    created_at: int
+    updated_at: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StageTransition:
+    name: str
+    version: int
+    from_stage: str | None
+    to_stage: str | None
+    user: str
+    timestamp: int
+    comment: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T] = field(default_factory=list)
+    next_page_token: str | None = None
+
+    def __iter__(self) -> Any:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> T:
+        return self.items[index]
+
+
+VERSION_COLUMNS = (
+    mv.c.id,
+    rm.c.name,
+    mv.c.version,
+    mv.c.source,
+    mv.c.run_id,
+    mv.c.stage,
+    mv.c.description,
+    mv.c.status,
+    mv.c.parent_name,
+    mv.c.parent_version,
+    mv.c.flavors,
+    mv.c.signature,
+    mv.c.created_at,
+    mv.c.updated_at,
+    mv.c.descriptor_sha256,
+)
+
+
+def version_query() -> Select[Any]:
+    return select(*VERSION_COLUMNS).select_from(mv.join(rm, mv.c.model_id == rm.c.id))
+
+
+def hydrate_versions(conn: Connection, rows: Sequence[Any]) -> list[ModelVersion]:
+    """Versions for ``rows`` with their tags and aliases, in two queries whatever the count."""
+    ids = [r.id for r in rows]
+    tags: dict[int, dict[str, str]] = {i: {} for i in ids}
+    names: dict[int, list[str]] = {i: [] for i in ids}
+    if ids:
+        for vid, key, value in conn.execute(
+            select(version_tags.c.version_id, version_tags.c.key, version_tags.c.value)
+            .where(version_tags.c.version_id.in_(ids))
+            .order_by(version_tags.c.key)
+        ):
+            tags[vid][key] = value
+        for vid, alias in conn.execute(
+            select(aliases.c.version_id, aliases.c.alias)
+            .where(aliases.c.version_id.in_(ids))
+            .order_by(aliases.c.alias)
+        ):
+            names[vid].append(alias)
+    return [
+        ModelVersion(
+            name=r.name,
+            version=r.version,
+            source=r.source,
+            run_id=r.run_id,
+            aliases=names[r.id],
+            stage=r.stage,
+            tags=tags[r.id],
+            description=r.description,
+            status=r.status,
+            parent=f"{r.parent_name}/{r.parent_version}" if r.parent_name else None,
+            flavors=json.loads(r.flavors),
+            signature=json.loads(r.signature) if r.signature else None,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+            descriptor_sha256=r.descriptor_sha256,
+        )
+        for r in rows
+    ]
+
+
+def hydrate_models(conn: Connection, rows: Sequence[Any]) -> list[RegisteredModel]:
+    ids = [r.id for r in rows]
+    tags: dict[int, dict[str, str]] = {i: {} for i in ids}
+    alias_map: dict[int, dict[str, int]] = {i: {} for i in ids}
+    latest: dict[int, int] = {}
+    if ids:
+        for mid, key, value in conn.execute(
+            select(model_tags.c.model_id, model_tags.c.key, model_tags.c.value)
+            .where(model_tags.c.model_id.in_(ids))
+            .order_by(model_tags.c.key)
+        ):
+            tags[mid][key] = value
+        for mid, alias, version in conn.execute(
+            select(aliases.c.model_id, aliases.c.alias, mv.c.version)
+            .join(mv, mv.c.id == aliases.c.version_id)
+            .where(aliases.c.model_id.in_(ids))
+            .order_by(aliases.c.alias)
+        ):
+            alias_map[mid][alias] = version
+        latest = dict(
+            conn.execute(
+                select(mv.c.model_id, func.max(mv.c.version))
+                .where(mv.c.model_id.in_(ids))
+                .group_by(mv.c.model_id)
+            ).all()
+        )
+    return [
+        RegisteredModel(
+            name=r.name,
+            description=r.description,
+            tags=tags[r.id],
+            aliases=alias_map[r.id],
+            latest_version=latest.get(r.id),
+            created_at=r.created_at,
+            updated_at=r.updated_at,
+        )
+        for r in rows
+    ]
+
+
+def _compare(column: Any, op: str, values: tuple[Any, ...]) -> ColumnElement[bool]:
+    value = values[0]
+    ops: dict[str, Callable[[], ColumnElement[bool]]] = {
+        "=": lambda: column == value,
+        "!=": lambda: column != value,
+        "<": lambda: column < value,
+        "<=": lambda: column <= value,
+        ">": lambda: column > value,
+        ">=": lambda: column >= value,
+        "LIKE": lambda: column.like(value),
+        "NOT LIKE": lambda: column.not_like(value),
+        "IN": lambda: column.in_(values),
+        "NOT IN": lambda: column.not_in(values),
+    }
+    return ops[op]()
+
+
+_NEGATED = {"!=": "=", "NOT LIKE": "LIKE", "NOT IN": "IN"}
+
+
+def _as_text(cond: Condition) -> tuple[str, ...]:
+    return tuple(str(v) for v in cond.values)
+
+
+def _as_int(cond: Condition) -> tuple[int, ...]:
+    if not all(isinstance(v, int) for v in cond.values):
+        raise InvalidInputError(
+            f"bad filter at position {cond.pos}: {cond.field} compares with integers", pos=cond.pos
+        )
+    return tuple(int(v) for v in cond.values)
+
+
+def _membership(
+    base: Callable[[ColumnElement[bool]], ColumnElement[bool]], column: Any, cond: Condition
+) -> ColumnElement[bool]:
+    # "alias != 'x'" means: no alias x (not: some alias other than x).
+    if cond.op in _NEGATED and cond.field == "alias":
+        return not_(base(_compare(column, _NEGATED[cond.op], _as_text(cond))))
+    return base(_compare(column, cond.op, _as_text(cond)))
+
+
+def version_condition(cond: Condition) -> ColumnElement[bool]:
+    if cond.field == "tags":
+        key = cond.key or ""
+        return _membership(
+            lambda c: exists().where(
+                version_tags.c.version_id == mv.c.id, version_tags.c.key == key, c
+            ),
+            version_tags.c.value,
+            cond,
+        )
+    if cond.field == "alias":
+        return _membership(
+            lambda c: exists().where(aliases.c.version_id == mv.c.id, c), aliases.c.alias, cond
+        )
+    if cond.field == "version":
+        return _compare(mv.c.version, cond.op, _as_int(cond))
+    if cond.field in ("created_at", "updated_at"):
+        return _compare(mv.c[cond.field], cond.op, _as_int(cond))
+    if cond.field == "stage":
+        return _compare(func.coalesce(mv.c.stage, "None"), cond.op, _as_text(cond))
+    column = rm.c.name if cond.field == "name" else mv.c[cond.field]
+    return _compare(column, cond.op, _as_text(cond))
+
+
+def model_condition(cond: Condition) -> ColumnElement[bool]:
+    if cond.field == "tags":
+        key = cond.key or ""
+        return _membership(
+            lambda c: exists().where(model_tags.c.model_id == rm.c.id, model_tags.c.key == key, c),
+            model_tags.c.value,
+            cond,
+        )
+    if cond.field in ("created_at", "updated_at"):
+        return _compare(rm.c[cond.field], cond.op, _as_int(cond))
+    return _compare(rm.c[cond.field], cond.op, _as_text(cond))
+
+
+VERSION_FIELDS = frozenset(
+    {"name", "version", "run_id", "stage", "alias", "status", "source", "description", "tags"}
+    | {"created_at", "updated_at"}
+)
+MODEL_FIELDS = frozenset({"name", "description", "tags", "created_at", "updated_at"})
+
+
+def where(
+    text: str | None, fields: frozenset[str], build: Callable[[Condition], ColumnElement[bool]]
+) -> ColumnElement[bool] | None:
+    conditions = [build(c) for c in parse_filter(text, fields)]
+    return and_(*conditions) if conditions else None
+
+
+def order_clauses(
+    order_by: str | Iterable[str], columns: dict[str, Any], tiebreak: Any
+) -> list[Any]:
+    items = [order_by] if isinstance(order_by, str) else list(order_by)
+    clauses = []
+    for item in items:
+        parts = item.split()
+        direction = parts[1].upper() if len(parts) > 1 else "ASC"
+        valid = 1 <= len(parts) <= 2 and parts[0] in columns
+        if not valid or direction not in ("ASC", "DESC"):
+            raise InvalidInputError(
+                f"bad order_by {item!r}: use 'FIELD [ASC|DESC]' with FIELD one of "
+                f"{', '.join(sorted(columns))}"
+            )
+        column = columns[parts[0]]
+        clauses.append(column.desc() if direction == "DESC" else column.asc())
+    return [*clauses, tiebreak]
+
+
+def page_offset(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid page_token {token!r}") from exc
+    if offset < 0:
+        raise InvalidInputError(f"invalid page_token {token!r}")
+    return offset
+
+
+def paged(conn: Connection, query: Select[Any], max_results: int, token: str | None) -> Any:
+    if not 1 <= max_results <= 10_000:
+        raise InvalidInputError(f"max_results must be 1..10000, got {max_results}")
+    offset = page_offset(token)
+    rows = conn.execute(query.limit(max_results + 1).offset(offset)).all()
+    more = len(rows) > max_results
+    next_token = base64.urlsafe_b64encode(str(offset + max_results).encode()).decode()
+    return rows[:max_results], (next_token if more else None)
