@@ -95,7 +95,11 @@ def save_with(
     with atomic_directory(target, overwrite=overwrite) as tmp:
         model_dir = tmp / MODEL_SUBDIR
         model_dir.mkdir()
+        _check_options(flavor, options)
         config = flavor.save(obj, model_dir, **options)
+        if signature is None and hasattr(flavor, "signature"):
+            # Formats that declare their inputs (an ONNX graph) give the signature themselves.
+            signature = flavor.signature(model_dir, config)
         example_info = None
         if input_example is not None:
             body = encode_example(input_example)
@@ -116,6 +120,19 @@ def save_with(
         descriptor.files = build_manifest(tmp)
         descriptor.write(tmp)
     return target
+
+
+def _check_options(flavor: Flavor, options: Mapping[str, Any]) -> None:
+    params = inspect.signature(flavor.save).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InvalidModelError(
+            f"the {flavor.name} flavor has no option {', '.join(map(repr, unknown))} "
+            f"(valid: {', '.join(valid) or 'none'})"
+        )
 
 
 def _example_signature(

@@ -170,3 +170,9 @@ def test_an_example_that_contradicts_the_signature_is_refused(tmp_path):
             artifacts={"factor": tmp_path / "f"},
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_a_misspelt_flavor_option_is_a_clear_error(tmp_path):
+    with pytest.raises(InvalidModelError, match=r"no option 'artefacts' \(valid: artifacts"):
+        modelpack.save(Doubler(), tmp_path / "m", artefacts={})
+    assert not (tmp_path / "m").exists()
