@@ -14,6 +14,21 @@ if TYPE_CHECKING:
     from modelpack import errors, flavors, plugins, signature
     from modelpack.model import Model, load, save
     from modelpack.signature import Signature, infer_signature
+    from modelpack.tracking import (
+        active_run,
+        autolog,
+        end_run,
+        get_run,
+        log_artifact,
+        log_metric,
+        log_metrics,
+        log_model,
+        log_param,
+        log_params,
+        search_runs,
+        set_tag,
+        start_run,
+    )
 
 _LAZY = {
     "save": "modelpack.model",
@@ -21,20 +36,56 @@ _LAZY = {
     "Model": "modelpack.model",
     "Signature": "modelpack.signature",
     "infer_signature": "modelpack.signature",
+    "start_run": "modelpack.tracking",
+    "log_param": "modelpack.tracking",
+    "log_params": "modelpack.tracking",
+    "log_metric": "modelpack.tracking",
+    "log_metrics": "modelpack.tracking",
+    "set_tag": "modelpack.tracking",
+    "log_artifact": "modelpack.tracking",
+    "log_model": "modelpack.tracking",
+    "autolog": "modelpack.tracking",
+    "active_run": "modelpack.tracking",
+    "end_run": "modelpack.tracking",
+    "get_run": "modelpack.tracking",
+    "search_runs": "modelpack.tracking",
 }
-_SUBMODULES = {"errors", "flavors", "plugins", "signature", "servers", "deployers", "testing"}
+_SUBMODULES = {
+    "errors",
+    "flavors",
+    "plugins",
+    "signature",
+    "servers",
+    "deployers",
+    "testing",
+    "tracking",
+}
 
 __all__ = [
     "Model",
     "Signature",
     "__version__",
+    "active_run",
+    "autolog",
+    "end_run",
     "errors",
     "flavors",
+    "get_run",
     "infer_signature",
     "load",
+    "log_artifact",
+    "log_metric",
+    "log_metrics",
+    "log_model",
+    "log_param",
+    "log_params",
     "plugins",
     "save",
+    "search_runs",
+    "set_tag",
     "signature",
+    "start_run",
+    "tracking",
 ]
 
 

@@ -199,3 +199,30 @@ class RequestTimeoutError(ModelpackError, TimeoutError):
 
     code = "request_timeout"
     http_status = 504
+
+
+class PredictionError(ModelpackError):
+    """The model raised while predicting on input that matched its signature."""
+
+    code = "prediction_failed"
+    http_status = 500
+
+
+class ConversionError(ModelpackError):
+    """A model cannot be converted to another format (unsupported flavor, exporter failure)."""
+
+    code = "conversion_failed"
+    http_status = 422
+
+
+class ParityError(ConversionError):
+    """A converted model's outputs differ from the source flavor's beyond the tolerances.
+
+    ``diffs`` maps each output name to its ``max_abs``, ``max_rel`` and ``mismatched`` count.
+    """
+
+    code = "parity_failed"
+
+    def __init__(self, message: str, *, diffs: dict[str, dict[str, float]]) -> None:
+        super().__init__(message, diffs=diffs)
+        self.diffs = diffs

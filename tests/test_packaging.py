@@ -124,3 +124,21 @@ def test_plugins_command_lists_the_thirdparty_flavor(thirdparty_venv: Path) -> N
     assert THIRDPARTY_DIST in _normalize(proc.stdout)
     for name in BUILTIN_FLAVORS:
         assert name in proc.stdout
+
+
+def test_wheel_holds_every_package_of_the_tree(thirdparty_venv: Path) -> None:
+    # pyproject lists packages explicitly (for the folder mapping): a new subpackage must be added.
+    [wheel] = (thirdparty_venv.parents[2] / "dist").glob("modelpack-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    root = Path(__file__).resolve().parent.parent
+    for top, prefix in (
+        ("modelpack", "modelpack"),
+        ("flavors", "modelpack/flavors"),
+        ("servers", "modelpack/servers"),
+        ("deployers", "modelpack/deployers"),
+    ):
+        for init in (root / top).rglob("__init__.py"):
+            if "__pycache__" in init.parts:
+                continue
+            rel = init.relative_to(root / top).as_posix()
+            assert f"{prefix}/{rel}" in names, f"{prefix}/{rel} is missing from the wheel"
