@@ -18,8 +18,11 @@ _CHUNK = 8 * 1024 * 1024
 
 def sha256_file(path: Path) -> str:
     # hashlib releases the GIL on large updates, so several files hash in parallel.
-    digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size <= _CHUNK:
+            return hashlib.sha256(fh.read()).hexdigest()
+        digest = hashlib.sha256()
         buf = bytearray(_CHUNK)
         view = memoryview(buf)
         while n := fh.readinto(buf):
@@ -28,7 +31,9 @@ def sha256_file(path: Path) -> str:
 
 
 def hash_files(root: Path, relpaths: list[str]) -> dict[str, str]:
-    if len(relpaths) <= 1:
+    # A thread pool only pays off when there is real data to hash in more than one file.
+    total = sum((root / p).stat().st_size for p in relpaths)
+    if len(relpaths) <= 1 or total < 4 * _CHUNK:
         return {p: sha256_file(root / p) for p in relpaths}
     workers = min(len(relpaths), os.cpu_count() or 1, 8)
     with ThreadPoolExecutor(workers) as pool:

@@ -15,6 +15,9 @@ from modelpack._version import __version__
 from modelpack.errors import FormatVersionError, IntegrityError, InvalidModelError
 
 DESCRIPTOR = "modelpack.yaml"
+# libyaml's safe loader/dumper when present: ~8x faster than the pure-Python ones.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 FORMAT_VERSION = 1
 
 
@@ -98,13 +101,13 @@ class Descriptor:
         if not path.is_file():
             raise InvalidModelError(f"{model_dir} is not a model directory (no {DESCRIPTOR})")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
         except yaml.YAMLError as exc:
             raise InvalidModelError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from exc
         return cls.from_dict(data, source=str(path))
 
     def write(self, model_dir: Path) -> None:
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        text = yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
         atomic_write_bytes(Path(model_dir) / DESCRIPTOR, text.encode("utf-8"))
 
 

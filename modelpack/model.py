@@ -97,9 +97,10 @@ def save_with(
         model_dir.mkdir()
         _check_options(flavor, options)
         config = flavor.save(obj, model_dir, **options)
-        if signature is None and hasattr(flavor, "signature"):
+        declared = getattr(flavor, "signature", None)
+        if signature is None and declared is not None:
             # Formats that declare their inputs (an ONNX graph) give the signature themselves.
-            signature = flavor.signature(model_dir, config)
+            signature = declared(model_dir, config)
         example_info = None
         if input_example is not None:
             body = encode_example(input_example)

@@ -38,7 +38,7 @@ def test_upgrade_from_0001_keeps_the_data(store_uri):
     version = registry.get_version("old 'one'", 1)
     assert (version.stage, version.flavors) == ("Production", ["python"])
     with db.read() as conn:
-        assert db.current_revision(conn) == db.head_revision() == "0002"
+        assert db.current_revision(conn) == db.head_revision() == db.HEAD_REVISION
         assert conn.execute(select(stage_transitions)).all() == []
     registry.transition("old 'one'", 1, "Archived")
     assert registry.history("old 'one'")[0].from_stage == "Production"
