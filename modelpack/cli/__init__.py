@@ -26,11 +26,17 @@ def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
 
 
 def _register() -> None:
-    from modelpack.cli import model_commands, registry_commands, runs_commands
+    from modelpack.cli import (
+        model_commands,
+        registry_commands,
+        runs_commands,
+        serve_commands,
+    )
 
     model_commands.register(app)
     registry_commands.register(app)
     runs_commands.register(app)
+    serve_commands.register(app)
 
 
 def _show_warning(

@@ -1,0 +1,169 @@
+"""``serve``: the HTTP model server, also as a SageMaker serving container."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from modelpack.cli import fail
+from modelpack.errors import InvalidModelError, ModelpackError
+
+if TYPE_CHECKING:
+    from modelpack.servers.http._served import ServeOptions
+
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+SAGEMAKER_PORT = 8080
+
+
+class Runtime(str, Enum):
+    native = "native"
+    onnx = "onnx"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def _sagemaker(uri: str | None) -> bool:
+    # SageMaker runs the image with the single argument `serve`; its env vars say so too.
+    return uri == "serve" or any(k.startswith("SAGEMAKER_") for k in os.environ)
+
+
+def serve(
+    uri: Annotated[
+        str | None,
+        typer.Argument(help="Model path or URI; `serve` (or SAGEMAKER_* env): SageMaker mode."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Processes, each with the model.")] = 1,
+    name: Annotated[str, typer.Option(help="Model name in the v2 routes.")] = "model",
+    max_batch_size: Annotated[
+        int, typer.Option(min=0, help="Rows per merged predict call; 0 turns batching off.")
+    ] = 0,
+    max_latency_ms: Annotated[
+        float, typer.Option(min=0, help="Longest wait for a batch to fill.")
+    ] = 5.0,
+    max_queue_size: Annotated[
+        int, typer.Option(min=1, help="Requests waiting for a batch before 503.")
+    ] = 1024,
+    max_body_mb: Annotated[float, typer.Option(min=0, help="Largest request body (413).")] = 64.0,
+    timeout: Annotated[float, typer.Option(min=0, help="Seconds per request (504).")] = 60.0,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle-serialized models.")] = False,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    runtime: Annotated[
+        Runtime, typer.Option(help="native: the model's own flavor; onnx: its onnx flavor.")
+    ] = Runtime.native,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Serve a model over HTTP (MLflow scoring protocol, Open Inference Protocol v2)."""
+    from modelpack.descriptor import Descriptor
+    from modelpack.servers.http._served import ServeOptions
+    from modelpack.uris import resolve
+
+    sagemaker = _sagemaker(uri)
+    if sagemaker:
+        host = "0.0.0.0"
+        port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", SAGEMAKER_PORT))
+        workers = int(os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS", workers))
+        timeout = float(os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT", timeout))
+        if uri in (None, "serve"):
+            uri = os.environ.get("MODELPACK_SAGEMAKER_MODEL_DIR", SAGEMAKER_MODEL_DIR)
+    if uri is None:
+        raise typer.BadParameter("give a model path or URI", param_hint="URI")
+    # Fail before binding on a URI that is not a model: one line, not a server that never readies.
+    path = resolve(uri)
+    descriptor = Descriptor.read(path)
+    if runtime is Runtime.onnx and "onnx" not in descriptor.flavors:
+        raise fail(
+            InvalidModelError(
+                f"{uri} has no onnx flavor; add one with: modelpack convert {uri} --to onnx"
+            )
+        )
+    options = ServeOptions(
+        name=name,
+        max_batch_size=max_batch_size,
+        max_latency_ms=max_latency_ms,
+        max_queue_size=max_queue_size,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        timeout_s=timeout,
+        sagemaker=sagemaker,
+    )
+    _run(
+        Path(path),
+        options,
+        host,
+        port,
+        workers,
+        trust_pickle or None,
+        log_level,
+        runtime=runtime.value,
+        device=device,
+    )
+
+
+def _run(
+    path: Path,
+    options: ServeOptions,
+    host: str,
+    port: int,
+    workers: int,
+    trust_pickle: bool | None,
+    log_level: str,
+    *,
+    runtime: str = "native",
+    device: str = "cpu",
+) -> None:
+    import orjson
+    import uvicorn
+
+    from modelpack.servers.http import HttpServer
+    from modelpack.servers.http._loading import SPEC_ENV
+
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,  # per-request logging costs more than the predict of a small model
+        "timeout_graceful_shutdown": int(options.timeout_s) + 5,
+        "lifespan": "on",
+    }
+    if workers > 1:
+        spec = {
+            "uri": str(path),
+            "trust_pickle": trust_pickle,
+            "runtime": runtime,
+            "device": device,
+            "options": dataclasses.asdict(options),
+        }
+        os.environ[SPEC_ENV] = orjson.dumps(spec).decode()
+        uvicorn.run(
+            "modelpack.servers.http._loading:app_from_env", factory=True, workers=workers, **common
+        )
+        return
+    app = HttpServer().app_for_uri(
+        str(path),
+        trust_pickle=trust_pickle,
+        runtime=runtime,
+        device=device,
+        **dataclasses.asdict(options),
+    )
+    server = uvicorn.Server(uvicorn.Config(app, **common))
+    model_server = app.state.model_server
+
+    def stop(exc: BaseException) -> None:
+        server.should_exit = True
+
+    model_server.on_load_failure = stop
+    server.run()
+    if model_server.load_error is not None:
+        error = model_server.load_error
+        if isinstance(error, ModelpackError):
+            raise fail(error, exit_code=1)
+        typer.echo(f"error: the model failed to load: {error}", err=True)
+        raise typer.Exit(1)

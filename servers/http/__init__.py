@@ -1,0 +1,55 @@
+"""The HTTP model server: MLflow's scoring protocol, Open Inference Protocol v2, SageMaker.
+
+``modelpack serve URI`` runs it; ``HttpServer().app(predictor, signature)`` builds the ASGI app
+for any Predictor. Importing this package imports no web framework until an app is built.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelpack.plugins import Predictor
+    from modelpack.signature import Signature
+
+    from ._served import ServeOptions
+
+
+class HttpServer:
+    """The ``http`` server plugin."""
+
+    name = "http"
+
+    def app(self, predictor: Predictor, signature: Signature | None, **options: Any) -> Any:
+        """An ASGI app serving ``predictor`` (already loaded; warmed at start-up)."""
+        from ._loading import predictor_loader
+        from ._served import ServeOptions
+
+        return self._build(predictor_loader(predictor, signature), ServeOptions(**options))
+
+    def app_for_uri(
+        self,
+        uri: str,
+        *,
+        trust_pickle: bool | None = None,
+        runtime: str = "native",
+        device: str = "cpu",
+        **options: Any,
+    ) -> Any:
+        """An ASGI app that loads the model at ``uri`` when it starts (``/ping`` 503 until then).
+
+        ``runtime="onnx"`` serves the model's onnx flavor on ONNX Runtime on ``device``.
+        """
+        from ._loading import uri_loader
+        from ._served import ServeOptions
+
+        loader = uri_loader(uri, trust_pickle=trust_pickle, runtime=runtime, device=device)
+        return self._build(loader, ServeOptions(**options))
+
+    def _build(self, loader: Any, options: ServeOptions) -> Any:
+        from ._app import ModelServer, build_app
+
+        return build_app(ModelServer(loader, options))
+
+
+__all__ = ["HttpServer"]

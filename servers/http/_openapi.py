@@ -1,0 +1,130 @@
+"""An OpenAPI document for one model, derived from its signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelpack.signature import Schema, Signature
+
+_JSON_TYPES = {"bool": "boolean", "string": "string", "binary": "string", "datetime": "string"}
+
+
+def _json_type(dtype: str) -> dict[str, Any]:
+    if dtype in _JSON_TYPES:
+        return {"type": _JSON_TYPES[dtype]}
+    if dtype.startswith(("int", "uint")):
+        return {"type": "integer"}
+    if dtype.startswith("float"):
+        return {"type": "number"}
+    return {}
+
+
+def _input_schema(schema: Schema | None) -> dict[str, Any]:
+    split: dict[str, Any] = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {"columns": {"type": "array"}, "data": {"type": "array"}},
+    }
+    records: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
+    tensor: dict[str, Any] = {}
+    if schema is not None and not schema.is_tensor:
+        names = [c.name for c in schema.columns]
+        split["properties"]["columns"] = {"type": "array", "items": {"enum": names}}
+        records["items"] = {
+            "type": "object",
+            "properties": {c.name: _json_type(c.dtype) for c in schema.columns},
+            "required": [c.name for c in schema.columns if c.required],
+        }
+    elif schema is not None:
+        tensor = {
+            "description": "tensors: "
+            + ", ".join(f"{t.name or 'input'} {t.dtype}{list(t.shape)}" for t in schema.tensors)
+        }
+    params = {"type": "object"}
+    return {
+        "type": "object",
+        "description": "exactly one of dataframe_split, dataframe_records, instances, inputs",
+        "properties": {
+            "dataframe_split": split,
+            "dataframe_records": records,
+            "instances": tensor or {},
+            "inputs": tensor or {},
+            "params": params,
+        },
+        "minProperties": 1,
+    }
+
+
+def _error() -> dict[str, Any]:
+    return {
+        "description": "error",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }
+
+
+def openapi(name: str, version: str, signature: Signature | None) -> dict[str, Any]:
+    errors = {str(s): _error() for s in (400, 413, 415, 422, 503, 504)}
+    simple = {"200": {"description": "ok"}, "503": _error()}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": f"modelpack model {name}", "version": version},
+        "paths": {
+            "/invocations": {
+                "post": {
+                    "summary": "Predict (MLflow scoring protocol)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": _input_schema(signature.inputs if signature else None)
+                            },
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/vnd.apache.parquet": {
+                                "schema": {"type": "string", "format": "binary"}
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "predictions",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "type": "object",
+                                        "properties": {"predictions": {}},
+                                    }
+                                }
+                            },
+                        },
+                        **errors,
+                    },
+                }
+            },
+            "/v2/models/{name}/infer": {
+                "post": {
+                    "summary": "Predict (Open Inference Protocol v2)",
+                    "responses": {"200": {"description": "outputs"}, **errors},
+                }
+            },
+            **{p: {"get": {"responses": simple}} for p in ("/ping", "/health", "/v2/health/ready")},
+            **{
+                p: {"get": {"responses": {"200": {"description": "ok"}}}}
+                for p in ("/version", "/metadata", "/metrics", "/v2", "/v2/health/live")
+            },
+        },
+    }

@@ -1,0 +1,142 @@
+import concurrent.futures
+import threading
+import time
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelpack.errors import ServiceUnavailableError
+from modelpack.servers.http._batching import BatchingPredictor
+from tests.servers import _models
+from tests.servers.conftest import serve
+
+
+class Recorder:
+    def __init__(self, delay=0.0):
+        self.sizes = []
+        self.delay = delay
+
+    def predict(self, data):
+        self.sizes.append(len(data))
+        time.sleep(self.delay)
+        return data * 2
+
+
+def test_concurrent_calls_are_merged_and_split_back_in_order():
+    inner = Recorder(delay=0.02)
+    batcher = BatchingPredictor(inner, max_batch_size=32, max_latency_ms=20)
+    inputs = [np.full((1 + i % 3, 2), i, dtype=float) for i in range(40)]
+    with concurrent.futures.ThreadPoolExecutor(40) as pool:
+        results = list(pool.map(batcher.predict, inputs))
+    batcher.close()
+    for given, got in zip(inputs, results, strict=True):
+        np.testing.assert_array_equal(got, given * 2)
+    assert max(inner.sizes) > 3 and max(inner.sizes) <= 32
+    assert sum(inner.sizes) == sum(len(i) for i in inputs)
+
+
+def test_a_request_bigger_than_the_batch_goes_alone_and_whole():
+    inner = Recorder()
+    batcher = BatchingPredictor(inner, max_batch_size=4, max_latency_ms=1)
+    big = np.arange(20.0).reshape(10, 2)
+    np.testing.assert_array_equal(batcher.predict(big), big * 2)
+    assert inner.sizes == [10]
+    batcher.close()
+
+
+def test_a_full_queue_refuses_with_retry_after():
+    gate = threading.Event()
+
+    class Blocked:
+        def predict(self, data):
+            gate.wait(10)
+            return data
+
+    batcher = BatchingPredictor(Blocked(), max_batch_size=2, max_latency_ms=0, max_queue_size=2)
+    futures = [batcher.submit(np.zeros((2, 1)))]
+    time.sleep(0.1)  # the worker holds the first batch
+    futures += [batcher.submit(np.zeros((2, 1))) for _ in range(2)]
+    with pytest.raises(ServiceUnavailableError, match="queue is full") as info:
+        batcher.submit(np.zeros((2, 1)))
+    assert info.value.retry_after >= 1 and info.value.http_status == 503
+    gate.set()
+    assert all(f.result(10).shape == (2, 1) for f in futures)
+    batcher.close()
+
+
+def test_one_bad_request_does_not_fail_its_batch_neighbours():
+    class Picky:
+        def predict(self, data):
+            if (data < 0).any():
+                raise ValueError("negative")
+            return data
+
+    batcher = BatchingPredictor(Picky(), max_batch_size=64, max_latency_ms=30)
+    inputs = [np.array([[float(i)]]) for i in range(8)] + [np.array([[-1.0]])]
+    with concurrent.futures.ThreadPoolExecutor(9) as pool:
+        futures = [pool.submit(batcher.predict, x) for x in inputs]
+    assert [f.result()[0, 0] for f in futures[:8]] == list(range(8))
+    with pytest.raises(ValueError, match="negative"):
+        futures[8].result()
+    batcher.close()
+
+
+def test_concurrent_http_requests_get_exactly_their_own_rows(echo_path):
+    _models.RowEcho.calls.clear()
+    with serve(echo_path, max_batch_size=64, max_latency_ms=20) as url:
+        _models.RowEcho.calls.clear()
+
+        def call(i):
+            ids = [i * 100 + k for k in range(1 + i % 4)]
+            body = {"dataframe_records": [{"id": n, "x": 1.0} for n in ids]}
+            response = httpx.post(url + "/invocations", json=body, timeout=30)
+            return ids, response
+
+        with concurrent.futures.ThreadPoolExecutor(48) as pool:
+            results = list(pool.map(call, range(96)))
+        for ids, response in results:
+            assert response.status_code == 200, response.text
+            assert response.json() == {"predictions": [n * 10 for n in ids]}
+        assert max(_models.RowEcho.calls) > 4  # requests really were merged
+        big = {"dataframe_records": [{"id": n, "x": 1.0} for n in range(100)]}
+        response = httpx.post(url + "/invocations", json=big, timeout=30)
+        assert response.json() == {"predictions": [n * 10 for n in range(100)]}
+        assert 100 in _models.RowEcho.calls
+        bad = httpx.post(url + "/invocations", json={"dataframe_records": [{"id": 1, "x": -1.0}]})
+        assert bad.status_code == 500 and bad.json()["error"]["code"] == "prediction_failed"
+        metrics = httpx.get(url + "/metrics").text
+        assert "modelpack_batch_size_count" in metrics
+
+
+def test_http_queue_full_is_503_with_retry_after(slow_path):
+    with serve(slow_path, max_batch_size=1_000, max_latency_ms=0, max_queue_size=1) as url:
+        body = {"dataframe_records": [{"x": 1.0}]}
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            responses = list(
+                pool.map(
+                    lambda _: httpx.post(url + "/invocations", json=body, timeout=30), range(6)
+                )
+            )
+        statuses = sorted(r.status_code for r in responses)
+        assert 200 in statuses and 503 in statuses, statuses
+        refused = next(r for r in responses if r.status_code == 503)
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "overloaded"
+        assert "queue is full" in refused.json()["error"]["message"]
+
+
+def test_frames_of_different_columns_are_not_merged():
+    class Echo:
+        def predict(self, data):
+            return data
+
+    batcher = BatchingPredictor(Echo(), max_batch_size=16, max_latency_ms=30)
+    a = pd.DataFrame({"a": [1, 2]})
+    b = pd.DataFrame({"b": [3.0]})
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        fa, fb = pool.submit(batcher.predict, a), pool.submit(batcher.predict, b)
+    pd.testing.assert_frame_equal(fa.result(), a)
+    pd.testing.assert_frame_equal(fb.result(), b)
+    batcher.close()

@@ -1,0 +1,214 @@
+import io
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.servers.conftest import COLUMNS, serve, split_body
+
+
+def post(url, body=None, **kwargs):
+    return httpx.post(url + "/invocations", json=body, timeout=30, **kwargs)
+
+
+def test_health_version_metadata_openapi(iris, iris_url):
+    path, _, _ = iris
+    ping = httpx.get(iris_url + "/ping")
+    assert ping.status_code == 200 and ping.content == b""
+    assert httpx.get(iris_url + "/health").json() == {"status": "ready"}
+    assert httpx.get(iris_url + "/version").json()["modelpack"]
+    meta = httpx.get(iris_url + "/metadata").json()
+    assert meta["model_id"] == modelpack_descriptor_id(path)
+    assert meta["flavors"] == ["sklearn"] and meta["name"] == "iris"
+    assert [c["name"] for c in meta["signature"]["inputs"]["columns"]] == COLUMNS
+    doc = httpx.get(iris_url + "/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    split = doc["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]
+    columns = split["schema"]["properties"]["dataframe_split"]["properties"]["columns"]
+    assert columns["items"]["enum"] == COLUMNS
+
+
+def modelpack_descriptor_id(path):
+    from modelpack.descriptor import Descriptor
+
+    return Descriptor.read(path).model_id
+
+
+def test_every_mlflow_format_gives_the_same_predictions(iris, iris_url):
+    _, clf, frame = iris
+    rows = frame.head(5)
+    expected = clf.predict(rows).tolist()
+    bodies = [
+        split_body(rows),
+        {"dataframe_records": rows.to_dict(orient="records")},
+        {"instances": rows.to_dict(orient="records")},
+        {"inputs": rows.to_dict(orient="list")},
+        {"dataframe_split": {"columns": COLUMNS, "data": rows.values.tolist()}, "params": {}},
+    ]
+    for body in bodies:
+        response = post(iris_url, body)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"predictions": expected}
+    csv = post(iris_url, content=rows.to_csv(index=False), headers={"content-type": "text/csv"})
+    assert csv.json() == {"predictions": expected}
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer)
+    for kind in ("application/vnd.apache.parquet", "application/x-parquet"):
+        parquet = post(iris_url, content=buffer.getvalue(), headers={"content-type": kind})
+        assert parquet.json() == {"predictions": expected}, parquet.text
+
+
+def test_integer_cells_take_the_fast_path_and_extra_columns_are_dropped(iris, iris_url):
+    _, clf, _ = iris
+    rows = [[1, 2, 3, 4], [0, 0, 0, -9]]
+    body = {"dataframe_split": {"columns": COLUMNS, "data": rows}}
+    expected = clf.predict(pd.DataFrame(rows, columns=COLUMNS, dtype=float))
+    assert post(iris_url, body).json() == {"predictions": expected.tolist()}
+    records = [dict(zip(COLUMNS, [1.0, 2.0, 3.0, 4.0], strict=True)) | {"extra": "x"}]
+    assert post(iris_url, {"dataframe_records": records}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "words"),
+    [
+        (
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+            "invalid_input",
+            "JSON",
+        ),
+        ({"json": {"dataframe_split": {}, "inputs": []}}, 400, "invalid_input", "exactly one"),
+        ({"json": {"nothing": 1}}, 400, "invalid_input", "nothing"),
+        (
+            {"content": b"a,b", "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+            "text/plain",
+        ),
+        (
+            {"json": {"dataframe_records": [{"sepal_length": 1.0}]}},
+            422,
+            "signature_mismatch",
+            "sepal_width",
+        ),
+        (
+            {"json": {"dataframe_split": {"columns": COLUMNS, "data": [["a", 1, 2, 3]]}}},
+            422,
+            "signature_mismatch",
+            "sepal_length",
+        ),
+        (
+            {"content": b"\x00\x01", "headers": {"content-type": "application/x-parquet"}},
+            400,
+            "invalid_input",
+            "Parquet",
+        ),
+    ],
+)
+def test_bad_requests_answer_json_errors(iris_url, kwargs, status, code, words):
+    response = httpx.post(iris_url + "/invocations", timeout=30, **kwargs)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and words in error["message"]
+    assert "Traceback" not in response.text
+
+
+def test_unknown_route_and_method_answer_json(iris_url):
+    missing = httpx.get(iris_url + "/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = httpx.get(iris_url + "/invocations")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_body_size_limit_is_413(iris):
+    with serve(iris[0], max_body_bytes=1000) as url:
+        body = {"dataframe_split": {"columns": COLUMNS, "data": [[1.0, 2.0, 3.0, 4.0]] * 200}}
+        response = post(url, body)
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "payload_too_large"
+
+        def chunks():  # no Content-Length: the limit holds on the stream too
+            yield b'{"inputs": ['
+            for _ in range(100):
+                yield b"[1.0, 2.0, 3.0, 4.0],"
+            yield b"[1.0, 2.0, 3.0, 4.0]]}"
+
+        streamed = httpx.post(url + "/invocations", content=chunks(), timeout=30)
+        assert streamed.status_code == 413
+
+
+def test_slow_predict_is_504_and_the_server_stays_up(slow_path):
+    with serve(slow_path, timeout_s=0.3) as url:
+        response = post(url, {"dataframe_records": [{"x": 1.0}]})
+        assert response.status_code == 504
+        assert response.json()["error"]["code"] == "request_timeout"
+        assert httpx.get(url + "/ping").status_code == 200
+
+
+def test_params_reach_a_model_that_takes_them(slow_path):
+    with serve(slow_path) as url:
+        response = post(url, {"dataframe_records": [{"x": 1.0}], "params": {"shift": 2}})
+        assert response.json() == {"predictions": [3.0]}
+        assert post(url, {"dataframe_records": [{"x": 1.0}]}).json() == {"predictions": [1.0]}
+
+
+def test_a_model_failure_is_500_without_traceback(echo_path):
+    with serve(echo_path) as url:
+        response = post(url, {"dataframe_records": [{"id": 1, "x": -1.0}]})
+        assert response.status_code == 500
+        error = response.json()["error"]
+        assert error["code"] == "prediction_failed" and "negative x" in error["message"]
+        assert "Traceback" not in response.text
+        assert post(url, {"dataframe_records": [{"id": 3, "x": 1.0}]}).json() == {
+            "predictions": [30]
+        }
+
+
+def test_not_ready_until_loaded(tmp_path):
+    from tests.servers import _models
+    from tests.servers.conftest import save_python
+
+    example = pd.DataFrame({"x": [1.0]})
+    path = save_python(tmp_path / "m", _models.Slow(), example, delay=0.0, load_delay=2.0)
+    with serve(path, ready=False) as url:
+        assert httpx.get(url + "/ping").status_code == 503
+        health = httpx.get(url + "/health")
+        assert health.status_code == 503 and health.headers["retry-after"]
+        assert health.json()["error"]["code"] == "model_not_ready"
+        assert httpx.get(url + "/v2/health/live").status_code == 200
+        assert httpx.get(url + "/v2/health/ready").status_code == 503
+        from tests.servers.conftest import wait_ready
+
+        wait_ready(url)
+        assert httpx.get(url + "/v2/health/ready").status_code == 200
+
+
+def test_metrics_count_requests_batches_and_load_time(iris_url, iris):
+    _, _, frame = iris
+    for _ in range(3):
+        post(iris_url, split_body(frame.head(3)))
+    post(iris_url, {"bad": 1})
+    text = httpx.get(iris_url + "/metrics").text
+    assert 'modelpack_requests_total{route="/invocations",status="200"}' in text
+    assert 'modelpack_requests_total{route="/invocations",status="400"}' in text
+    assert (
+        'modelpack_request_duration_seconds_bucket{le="0.005",route="/invocations",status="200"}'
+        in text
+    )
+    assert "modelpack_batch_size_bucket" in text
+    load = [line for line in text.splitlines() if line.startswith("modelpack_model_load_seconds ")]
+    assert float(load[0].split()[1]) > 0
+
+
+def test_the_plugin_builds_an_app_for_a_loaded_predictor(iris):
+    import modelpack
+    from modelpack import plugins
+    from tests.servers.conftest import running
+
+    model = modelpack.load(iris[0])
+    app = plugins.get_plugin("server", "http").app(model.predictor, model.signature)
+    with running(app) as url:
+        response = post(url, split_body(iris[2].head(2)))
+        assert response.json() == {"predictions": iris[1].predict(iris[2].head(2)).tolist()}
+        np.testing.assert_equal(httpx.get(url + "/metadata").json()["name"], "model")
