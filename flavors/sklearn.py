@@ -6,6 +6,7 @@ request and then loads only with explicit trust, since unpickling runs code.
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import pickle
 import sys
@@ -18,8 +19,33 @@ from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
 
 SERIALIZATIONS = ("skops", "pickle")
+# skops lists scikit-learn's estimators at import, walking every sklearn package, and
+# sklearn.externals.array_api_compat.<backend> imports that backend: torch alone costs seconds.
+_ARRAY_API_BACKENDS = ("torch", "cupy", "jax", "dask")
 # Types from the libraries this flavor already requires are trusted by default.
 _TRUSTED_ROOTS = ("sklearn", "numpy", "scipy")
+
+
+class _SkipUnusedArrayBackends(importlib.abc.MetaPathFinder):
+    """Refuses array-api-compat shims for backends this process has not imported itself."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        prefix, _, backend = fullname.rpartition(".")
+        if prefix == "sklearn.externals.array_api_compat" and backend in _ARRAY_API_BACKENDS:
+            if backend not in sys.modules:
+                raise ModuleNotFoundError(f"{fullname} skipped while importing skops")
+        return None
+
+
+def _skops_io() -> Any:
+    if "skops.io" not in sys.modules:
+        blocker = _SkipUnusedArrayBackends()
+        sys.meta_path.insert(0, blocker)
+        try:
+            import skops.io  # noqa: F401  (pkgutil.walk_packages skips what raises ImportError)
+        finally:
+            sys.meta_path.remove(blocker)
+    return sys.modules["skops.io"]
 
 
 class SklearnPredictor:
@@ -87,8 +113,7 @@ class SklearnFlavor:
             with open(path / "model.pkl", "wb") as fh:
                 cloudpickle.dump(obj, fh, protocol=pickle.DEFAULT_PROTOCOL)
             return config
-        import skops.io as sio
-
+        sio = _skops_io()
         config["file"] = "model.skops"
         sio.dump(obj, path / "model.skops")
         config["untrusted_types"] = sio.get_untrusted_types(file=path / "model.skops")
@@ -105,8 +130,7 @@ class SklearnFlavor:
                 )
             with open(file, "rb") as fh:
                 return pickle.load(fh)
-        import skops.io as sio
-
+        sio = _skops_io()
         untrusted = sio.get_untrusted_types(file=file)
         risky = [t for t in untrusted if t.split(".", 1)[0] not in _TRUSTED_ROOTS]
         if risky and not options.trust_pickle:
