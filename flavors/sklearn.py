@@ -31,9 +31,9 @@ class _SkipUnusedArrayBackends(importlib.abc.MetaPathFinder):
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
         prefix, _, backend = fullname.rpartition(".")
-        if prefix == "sklearn.externals.array_api_compat" and backend in _ARRAY_API_BACKENDS:
-            if backend not in sys.modules:
-                raise ModuleNotFoundError(f"{fullname} skipped while importing skops")
+        unused = backend in _ARRAY_API_BACKENDS and backend not in sys.modules
+        if prefix == "sklearn.externals.array_api_compat" and unused:
+            raise ModuleNotFoundError(f"{fullname} skipped while importing skops")
         return None
 
 
