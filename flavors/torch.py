@@ -1,0 +1,452 @@
+"""The PyTorch flavor: an ``nn.Module`` as safetensors weights plus its class and init args.
+
+Nothing is unpickled at load: the class is imported by name, built on the meta device and
+given the tensors read from the file, so a large model is never held twice in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modelpack.errors import (
+    InvalidInputError,
+    InvalidModelError,
+    ModelpackError,
+    UntrustedModelError,
+)
+from modelpack.model import load_native, save_with
+from modelpack.plugins import LoadOptions
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHTS = "weights.safetensors"
+SHARD_BYTES = 256 * 2**20  # larger models are split, so their files hash in parallel
+BUFFERS = "buffers.safetensors"  # non-persistent buffers: not in the state_dict, still needed
+CODE_DIR = "code"
+_MISSING = object()
+
+
+class TorchPredictor:
+    def __init__(self, module: torch.nn.Module) -> None:
+        import torch
+
+        self.native = module
+        first = next(iter([*module.parameters(), *module.buffers()]), None)
+        self._device = first.device if first is not None else torch.device("cpu")
+        floats = [p.dtype for p in module.parameters() if p.is_floating_point()]
+        self._float = floats[0] if floats else None
+
+    def predict(self, data: Any) -> Any:
+        import torch
+
+        with torch.inference_mode(), _evaluating(self.native):
+            if isinstance(data, Mapping):
+                out = self.native(**{str(k): self._tensor(v) for k, v in data.items()})
+            else:
+                out = self.native(self._tensor(data))
+        return _to_numpy(out)
+
+    def _tensor(self, value: Any) -> torch.Tensor:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            tensor = value
+        else:
+            arr = np.asarray(value)
+            try:  # torch warns on read-only arrays, and takes no object or string arrays
+                tensor = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+            except TypeError as exc:
+                raise InvalidInputError(f"cannot make a tensor of {arr.dtype} data") from exc
+        if tensor.is_floating_point() and self._float is not None:
+            tensor = tensor.to(self._float)  # float64 numpy data into a float32 model
+        return tensor.to(self._device)
+
+
+@contextlib.contextmanager
+def _evaluating(module: torch.nn.Module) -> Iterator[None]:
+    # predict means eval mode (dropout off, batch norm frozen), without changing the caller's model.
+    training = [m for m in module.modules() if m.training]
+    if training:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+def _to_numpy(out: Any) -> Any:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        tensor = out.detach().cpu()
+        try:
+            return tensor.numpy()
+        except TypeError:  # bfloat16 and friends have no numpy dtype
+            return tensor.float().numpy()
+    if isinstance(out, Mapping):
+        return {str(k): _to_numpy(v) for k, v in out.items()}
+    if isinstance(out, tuple) and hasattr(out, "_fields"):
+        return {str(f): _to_numpy(v) for f, v in zip(out._fields, out, strict=True)}
+    if isinstance(out, (tuple, list)):
+        return {f"output_{i}": _to_numpy(v) for i, v in enumerate(out)}
+    return np.asarray(out)
+
+
+class TorchFlavor:
+    name = "torch"
+
+    def accepts(self, obj: Any) -> bool:
+        if "torch" not in sys.modules:
+            return False
+        import torch
+
+        return isinstance(obj, torch.nn.Module)
+
+    def requirements(self, config: Mapping[str, Any]) -> Sequence[str]:
+        return ["torch", "safetensors", "numpy"]
+
+    def save(
+        self,
+        obj: Any,
+        path: Path,
+        *,
+        init_args: Mapping[str, Any] | None = None,
+        code_paths: Sequence[str | os.PathLike[str]] | None = None,
+    ) -> dict[str, Any]:
+        import safetensors
+        import torch
+        from safetensors.torch import save_file
+
+        if not isinstance(obj, torch.nn.Module):
+            raise InvalidModelError(f"expected a torch.nn.Module, got {type(obj).__qualname__}")
+        obj = getattr(obj, "_orig_mod", obj)  # torch.compile's wrapper: save the module inside
+        cls = type(obj)
+        spec = f"{_module_name(cls, code_paths)}:{cls.__qualname__}"
+        args = _recover_init_args(obj) if init_args is None else _json_args(cls, init_args)
+        state, aliases = _dedupe(obj.state_dict())
+        if any(t.is_meta for t in state.values()):
+            raise InvalidModelError(f"{spec} has weights on the meta device; load them first")
+        _check_rebuild(cls, args, {**state, **{a: state[k] for a, k in aliases.items()}})
+        config: dict[str, Any] = {
+            "class": spec,
+            "init_args": args,
+            "weights": _write_shards(state, path),
+            "aliases": aliases,
+            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in state.values()}),
+            "torch_version": str(torch.__version__),
+            "safetensors_version": str(safetensors.__version__),
+        }
+        extra, extra_aliases = _dedupe(
+            {n: b for n, b in obj.named_buffers() if n not in state and n not in aliases}
+        )
+        if extra:
+            save_file(extra, path / BUFFERS)
+            config["buffers"] = {"file": BUFFERS, "aliases": extra_aliases}
+        if code_paths:
+            _copy_code(code_paths, path / CODE_DIR)
+            config.update(code=CODE_DIR, executes_code=True)
+        return config
+
+    def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
+        device = _device(options.device)
+        cls = _import_class(str(config["class"]), path, config.get("code"), options)
+        args = dict(config.get("init_args") or {})
+        module = _build(cls, args, meta=True)
+        _materialise(module, path, config, device)
+        if _has_meta(module):  # a tensor __init__ made outside the state: build it for real
+            module = _build(cls, args, meta=False)
+            _materialise(module, path, config, device)
+        return module.eval()
+
+    def predictor(
+        self, path: Path, config: Mapping[str, Any], options: LoadOptions
+    ) -> TorchPredictor:
+        return TorchPredictor(self.load(path, config, options))
+
+    def wrap(self, obj: Any, config: Mapping[str, Any]) -> TorchPredictor:
+        return TorchPredictor(obj)
+
+
+def _module_name(cls: type, code_paths: Sequence[str | os.PathLike[str]] | None) -> str:
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if "<locals>" in cls.__qualname__:
+        raise InvalidModelError(
+            f"{where} is defined inside a function and cannot be imported at load; "
+            "define it at module level"
+        )
+    if cls.__module__ != "__main__":
+        return cls.__module__
+    main = sys.modules["__main__"]
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if spec_name:  # run as `python -m package.module`
+        return str(spec_name)
+    script = Path(getattr(main, "__file__", "") or ".").resolve()
+    for given in (Path(p).resolve() for p in code_paths or ()):
+        if given == script:
+            return script.stem
+        if given.is_dir() and script.is_relative_to(given):
+            return ".".join(script.relative_to(given.parent).with_suffix("").parts)
+    raise InvalidModelError(
+        f"{cls.__qualname__} is defined in __main__, which cannot be imported at load; move it "
+        "to a module, or pass code_paths=['your_script.py'] (guard its training code with "
+        "`if __name__ == '__main__':`)"
+    )
+
+
+def _recover_init_args(obj: torch.nn.Module) -> dict[str, Any]:
+    # Like sklearn's get_params: an __init__ argument kept as a same-named attribute.
+    args, missing = {}, []
+    for name, param in inspect.signature(type(obj)).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        value = _json(getattr(obj, name, _MISSING))
+        if value is not _MISSING:
+            args[name] = value
+        elif param.default is param.empty:
+            missing.append(name)
+    if missing:
+        raise InvalidModelError(
+            f"cannot tell how to rebuild {type(obj).__qualname__}: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not kept as attributes; "
+            "pass init_args={...} with the arguments it was built with"
+        )
+    return args
+
+
+def _json(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError):
+        return _MISSING
+
+
+def _json_args(cls: type, init_args: Mapping[str, Any]) -> dict[str, Any]:
+    bad = [str(k) for k, v in init_args.items() if _json(v) is _MISSING or not isinstance(k, str)]
+    if bad:
+        raise InvalidModelError(
+            f"init_args of {cls.__qualname__} must map names to JSON values (numbers, strings, "
+            f"booleans, lists, dicts); not so for: {', '.join(bad)}"
+        )
+    return dict(_json(dict(init_args)))
+
+
+def _dedupe(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    # A tensor saved under two names (tied weights) is stored once and re-tied at load.
+    unique: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
+    for name, t in state.items():
+        key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
+        if t.numel() and not t.is_meta and key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        unique[name] = t.contiguous()
+    # Distinct views that overlap cannot share bytes in a safetensors file: copy them.
+    end_of: dict[str, int] = {}
+    spans = [(str(t.device), t.data_ptr(), n) for n, t in unique.items() if t.numel()]
+    for device, start, name in sorted(spans):
+        if start < end_of.get(device, 0):
+            unique[name] = unique[name].clone()
+        else:
+            end_of[device] = start + unique[name].nbytes
+    return unique, aliases
+
+
+def _write_shards(state: dict[str, torch.Tensor], path: Path) -> list[str]:
+    from safetensors.torch import save_file
+
+    limit = max(SHARD_BYTES, sum(t.nbytes for t in state.values()) // 8)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in state.items():
+        if shards[-1] and size + tensor.nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += tensor.nbytes
+    n = len(shards)
+    files = [f"weights-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    files = [WEIGHTS] if n == 1 else files
+    for file, shard in zip(files, shards, strict=True):
+        save_file(shard, path / file, metadata={"format": "pt"})
+    return files
+
+
+def _build(cls: type[torch.nn.Module], args: dict[str, Any], *, meta: bool) -> torch.nn.Module:
+    import torch
+
+    try:
+        if not meta:
+            return cls(**args)
+        try:
+            with torch.device("meta"):
+                return cls(**args)
+        except TypeError:
+            raise
+        except Exception:
+            # __init__ did what meta tensors cannot (e.g. .item()): build it for real.
+            return cls(**args)
+    except TypeError as exc:
+        raise InvalidModelError(
+            f"cannot build {cls.__qualname__}(**{args}): {exc}; "
+            "pass init_args={...} with the arguments it was built with"
+        ) from exc
+
+
+def _check_rebuild(
+    cls: type[torch.nn.Module], args: dict[str, Any], state: Mapping[str, Any]
+) -> None:
+    fresh = {k: tuple(v.shape) for k, v in _build(cls, args, meta=True).state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in state.items()}
+    if fresh != saved:
+        diff = sorted(k for k in fresh.keys() | saved.keys() if fresh.get(k) != saved.get(k))
+        raise InvalidModelError(
+            f"{cls.__qualname__}(**{args}) builds a module whose weights differ from this one "
+            f"({', '.join(diff[:3])}); pass init_args={{...}} with the arguments it was built with"
+        )
+
+
+def _copy_code(code_paths: Sequence[str | os.PathLike[str]], dest: Path) -> None:
+    dest.mkdir()
+    for source in map(Path, code_paths):
+        if source.is_dir():
+            junk = shutil.ignore_patterns("__pycache__", "*.pyc")
+            shutil.copytree(source, dest / source.name, ignore=junk)
+        elif source.is_file():
+            shutil.copy2(source, dest / source.name)
+        else:
+            raise InvalidModelError(f"code path {source} does not exist")
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ModelpackError(f"device {name!r} is not available here ({reason})") from exc
+    return device
+
+
+def _import_class(
+    spec: str, path: Path, code: str | None, options: LoadOptions
+) -> type[torch.nn.Module]:
+    import torch
+
+    if code:
+        if not options.trust_pickle:
+            raise UntrustedModelError(
+                f"this model ships Python code ({code}/) that runs when it loads; load it only "
+                "if you trust its source, with trust_pickle=True or MODELPACK_TRUST_PICKLE=1"
+            )
+        if str(path / code) not in sys.path:
+            sys.path.insert(0, str(path / code))
+    module_name, _, qualname = spec.partition(":")
+    no_pyc = sys.dont_write_bytecode
+    sys.dont_write_bytecode = bool(code) or no_pyc  # a .pyc in model/code fails the manifest
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidModelError(
+            f"cannot import {spec} to rebuild the model ({exc}); install the code that defines "
+            "it, or save the model with code_paths=[...]"
+        ) from exc
+    finally:
+        sys.dont_write_bytecode = no_pyc
+    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+        raise InvalidModelError(f"{spec} is not a torch.nn.Module class")
+    return obj
+
+
+def _materialise(
+    module: torch.nn.Module, path: Path, config: Mapping[str, Any], device: torch.device
+) -> None:
+    from safetensors.torch import load_file
+
+    aliases = dict(config.get("aliases") or {})
+    files = config.get("weights", WEIGHTS)
+    state: dict[str, torch.Tensor] = {}
+    for file in [files] if isinstance(files, str) else files:
+        state.update(load_file(path / str(file), device=str(device)))
+    state.update({alias: state[kept] for alias, kept in aliases.items()})
+    try:
+        module.load_state_dict(state, assign=True)
+    except RuntimeError as exc:
+        raise InvalidModelError(
+            f"the saved weights do not fit {config['class']}: {str(exc).strip().splitlines()[-1]}"
+        ) from exc
+    for alias, kept in aliases.items():  # one Parameter again, as tied weights were
+        setattr(*_owner(module, alias), getattr(*_owner(module, kept)))
+    buffers = config.get("buffers")
+    if buffers:
+        extra = load_file(path / str(buffers["file"]), device=str(device))
+        extra.update({a: extra[k] for a, k in dict(buffers.get("aliases") or {}).items()})
+        for name, tensor in extra.items():
+            setattr(*_owner(module, name), tensor)
+
+
+def _owner(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
+    owner, _, attr = name.rpartition(".")
+    return module.get_submodule(owner), attr
+
+
+def _has_meta(module: torch.nn.Module) -> bool:
+    import torch
+
+    tensors = [*module.parameters(), *module.buffers()]
+    for sub in module.modules():
+        tensors += [v for v in vars(sub).values() if isinstance(v, torch.Tensor)]
+    return any(t.is_meta for t in tensors)
+
+
+_FLAVOR = TorchFlavor()
+
+
+def save(
+    model: Any,
+    path: str | os.PathLike[str],
+    *,
+    init_args: Mapping[str, Any] | None = None,
+    code_paths: Sequence[str | os.PathLike[str]] | None = None,
+    signature: Any = None,
+    input_example: Any = None,
+    metadata: Mapping[str, Any] | None = None,
+    requirements: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Save an ``nn.Module``: safetensors weights, its class, and ``init_args`` to rebuild it."""
+    return save_with(
+        _FLAVOR,
+        model,
+        path,
+        signature=signature,
+        input_example=input_example,
+        metadata=metadata,
+        requirements=requirements,
+        overwrite=overwrite,
+        init_args=init_args,
+        code_paths=code_paths,
+    )
+
+
+def load(path: str | os.PathLike[str], *, device: str = "cpu") -> Any:
+    """The ``nn.Module`` saved at ``path``, in eval mode, on ``device``."""
+    return load_native("torch", path, device=device)
