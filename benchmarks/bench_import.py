@@ -1,6 +1,6 @@
 """Time of `python -c "import modelpack"` against a bare interpreter start, in one run.
 
-    .venv/bin/python benchmarks/bench_import.py [--runs 20]
+.venv/bin/python benchmarks/bench_import.py [--runs 20]
 """
 
 from __future__ import annotations
