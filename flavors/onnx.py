@@ -54,15 +54,41 @@ class OnnxPredictor:
         self._signature = Signature(inputs=Schema(tensors=tensors)) if checked else None
 
     def predict(self, data: Any) -> Any:
+        return self.outputs(self.run(self.feeds(data)))
+
+    def feeds(self, data: Any) -> dict[str, Any]:
+        """The session's feeds for ``data``, checked against the graph's inputs."""
+        data = frame_feeds(data, self._input_names)
         feeds = self._signature.enforce(data) if self._signature is not None else data
         if not isinstance(feeds, Mapping):
             feeds = {self._input_names[0]: np.asarray(feeds)}
-        results = self.native.run(None, dict(feeds))
+        return dict(feeds)
+
+    def run(self, feeds: dict[str, Any]) -> list[Any]:
+        return list(self.native.run(None, feeds))
+
+    def outputs(self, results: Sequence[Any]) -> Any:
+        """One array for a single-output graph, else a mapping of output name to array."""
         outputs = {
             name: _as_output(value, spec)
             for (name, spec), value in zip(self._outputs, results, strict=True)
         }
         return next(iter(outputs.values())) if len(outputs) == 1 else outputs
+
+
+def frame_feeds(data: Any, input_names: Sequence[str]) -> Any:
+    """A DataFrame whose columns name every graph input as one ``(n, 1)`` array per input.
+
+    Graphs converted from column-based models (skl2onnx, one input per column) take tables this
+    way; any other data, or a frame whose columns do not name the inputs, comes back unchanged.
+    """
+    columns = getattr(data, "columns", None)
+    if columns is None or isinstance(data, Mapping) or not hasattr(data, "to_numpy"):
+        return data
+    names = {str(c): c for c in columns}
+    if len(input_names) < 2 or any(n not in names for n in input_names):
+        return data
+    return {n: data[names[n]].to_numpy().reshape(-1, 1) for n in input_names}
 
 
 class OnnxFlavor:

@@ -27,12 +27,14 @@ def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
 
 def _register() -> None:
     from modelpack.cli import (
+        convert_commands,
         model_commands,
         registry_commands,
         runs_commands,
         serve_commands,
     )
 
+    convert_commands.register(app)
     model_commands.register(app)
     registry_commands.register(app)
     runs_commands.register(app)
