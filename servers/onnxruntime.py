@@ -9,6 +9,7 @@ error: the model is served on the CPU.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -167,6 +168,7 @@ def provider_list(kind: str, device_id: int = 0, *, tensorrt: bool | None = None
     available = set(_ort().get_available_providers())
     if kind == "cpu":
         return [CPU]
+    _preload_cuda_libraries()
     wanted = []
     if TENSORRT in available and (tensorrt or (tensorrt is None and _tensorrt_loads())):
         wanted.append(TENSORRT)
@@ -185,6 +187,18 @@ def _provider_options(providers: Sequence[str], device_id: int) -> list[dict[str
         CUDA: {"device_id": device_id},
     }
     return [options.get(p, {}) for p in providers]
+
+
+@functools.cache
+def _preload_cuda_libraries() -> None:
+    # onnxruntime-gpu finds CUDA and cuDNN from the nvidia-* wheels (as torch installs them)
+    # only once they are loaded; preload_dlls does that, where this build has it.
+    preload = getattr(_ort(), "preload_dlls", None)
+    if preload is not None and CUDA in _ort().get_available_providers():
+        try:
+            preload()
+        except Exception as exc:  # a missing library shows later as a CPU fallback, with a warning
+            log.debug("onnxruntime.preload_dlls failed: %s", exc)
 
 
 def _tensorrt_loads() -> bool:
