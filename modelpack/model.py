@@ -90,29 +90,28 @@ def save_with(
 ) -> Path:
     """Save ``obj`` with an explicitly chosen flavor (what ``flavors.<name>.save`` calls)."""
     target = Path(path)
-    if isinstance(signature, Mapping):
-        signature = Signature.from_dict(signature)
+    sig = Signature.from_dict(signature) if isinstance(signature, Mapping) else signature
     with atomic_directory(target, overwrite=overwrite) as tmp:
         model_dir = tmp / MODEL_SUBDIR
         model_dir.mkdir()
         _check_options(flavor, options)
         config = flavor.save(obj, model_dir, **options)
         declared = getattr(flavor, "signature", None)
-        if signature is None and declared is not None:
+        if sig is None and declared is not None:
             # Formats that declare their inputs (an ONNX graph) give the signature themselves.
-            signature = declared(model_dir, config)
+            sig = declared(model_dir, config)
         example_info = None
         if input_example is not None:
             body = encode_example(input_example)
             (tmp / EXAMPLE_FILE).write_bytes(orjson.dumps(body))
             example_info = {"file": EXAMPLE_FILE, "format": next(iter(body))}
-            signature = _example_signature(flavor, obj, model_dir, config, input_example, signature)
+            sig = _example_signature(flavor, obj, model_dir, config, input_example, sig)
         reqs = pinned([*flavor.requirements(config), *(requirements or [])])
         (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
         descriptor = Descriptor(
             flavors={flavor.name: config},
             loader=flavor.name,
-            signature=signature.to_dict() if signature else None,
+            signature=sig.to_dict() if sig else None,
             input_example=example_info,
             environment=environment_info(),
             metadata=dict(metadata or {}),

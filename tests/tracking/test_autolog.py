@@ -77,7 +77,7 @@ def test_disable_restores_fit_and_classes_defined_later_are_patched(home, data):
     modelpack.autolog(log_models=False)
     assert LogisticRegression.fit is not original
 
-    class Custom(LogisticRegression):  # type: ignore[misc]
+    class Custom(LogisticRegression):
         def fit(self, X, y, sample_weight=None):
             return super().fit(X, y, sample_weight)
 
