@@ -122,14 +122,6 @@ def _load_version(conn: Connection, version_id: int) -> ModelVersion:
     return hydrate_versions(conn, rows)[0]
 
 
-def _ensure_model(conn: Connection, name: str, now: int) -> None:
-    values = {"name": name, "created_at": now, "updated_at": now, "last_version": 0}
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(rm).values(**values).on_conflict_do_nothing())
-
-
 def _parent(parent: str | ModelVersion | tuple[str, int] | None) -> tuple[str | None, int | None]:
     if parent is None:
         return None, None
@@ -168,40 +160,66 @@ def register(
         run_id = source.removeprefix("runs:/").split("/", 1)[0]
     descriptor_sha, descriptor = store_model(default_store(), path)  # blobs first, then the row
     now = now_ms()
+    row = {
+        "source": source,
+        "run_id": run_id,
+        "parent_name": parent_name,
+        "parent_version": parent_version,
+        "description": description,
+        "status": READY,
+        "stage": None,
+        "descriptor_sha256": descriptor_sha,
+        "flavors": json.dumps(sorted(descriptor.flavors)),
+        "signature": json.dumps(descriptor.signature) if descriptor.signature else None,
+        "created_at": now,
+        "updated_at": now,
+    }
     with write() as conn:
-        _ensure_model(conn, name, now)
-        model_id, version = conn.execute(
-            update(rm)
-            .where(rm.c.name == name)
-            .values(last_version=rm.c.last_version + 1, updated_at=now)
-            .returning(rm.c.id, rm.c.last_version)
-        ).one()
-        version_id = conn.execute(
-            insert(mv)
-            .values(
-                model_id=model_id,
-                version=version,
-                source=source,
-                run_id=run_id,
-                parent_name=parent_name,
-                parent_version=parent_version,
-                description=description,
-                status=READY,
-                stage=None,
-                descriptor_sha256=descriptor_sha,
-                flavors=json.dumps(sorted(descriptor.flavors)),
-                signature=json.dumps(descriptor.signature) if descriptor.signature else None,
-                created_at=now,
-                updated_at=now,
-            )
-            .returning(mv.c.id)
-        ).scalar_one()
-        if tag_rows:
-            conn.execute(
-                insert(version_tags),
-                [{"version_id": version_id, "key": k, "value": v} for k, v in tag_rows],
-            )
-        return _load_version(conn, version_id)
+        model_id, version = _next_version(conn, name, now)
+        _insert_version(conn, {"model_id": model_id, "version": version, **row}, tag_rows)
+    # A new version has no alias yet: build it from what was written instead of reading it back.
+    return ModelVersion(
+        name=name,
+        version=version,
+        source=source,
+        run_id=run_id,
+        aliases=[],
+        stage=None,
+        tags=dict(tag_rows),
+        description=description,
+        status=READY,
+        parent=f"{parent_name}/{parent_version}" if parent_name else None,
+        flavors=sorted(descriptor.flavors),
+        signature=descriptor.signature,
+        created_at=now,
+        updated_at=now,
+        descriptor_sha256=descriptor_sha,
+    )
+
+
+def _insert_version(
+    conn: Connection, row: Mapping[str, Any], tag_rows: list[tuple[str, str]]
+) -> None:
+    version_id = conn.execute(insert(mv).values(**row).returning(mv.c.id)).scalar_one()
+    if tag_rows:
+        conn.execute(
+            insert(version_tags),
+            [{"version_id": version_id, "key": k, "value": v} for k, v in tag_rows],
+        )
+
+
+def _next_version(conn: Connection, name: str, now: int) -> tuple[int, int]:
+    """Create the model if needed and take its next version number, in one statement."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(rm).values(name=name, created_at=now, updated_at=now, last_version=1)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[rm.c.name],
+        set_={"last_version": rm.c.last_version + 1, "updated_at": now},
+    )
+    model_id, version = conn.execute(stmt.returning(rm.c.id, rm.c.last_version)).one()
+    return int(model_id), int(version)
 
 
 def get_version(name: str, version: int | str) -> ModelVersion:

@@ -29,8 +29,8 @@ def main() -> None:
         store.put_file = _hang_after_first(Path(sys.argv[4]), store.put_file)  # type: ignore[method-assign]
         registry.register(name, model_dir)
     elif mode == "hang-insert":
-        # _load_version runs inside the insert transaction, after the row is written.
-        registry._load_version = _hang_after_first(Path(sys.argv[4]), registry._load_version)
+        # _insert_version runs inside the register transaction; hang once the row is written.
+        registry._insert_version = _hang_after_first(Path(sys.argv[4]), registry._insert_version)
         registry.register(name, model_dir)
 
 
