@@ -20,6 +20,11 @@ endif
 STAMP := $(VENV)/.modelpack-installed
 TYPECHECK := build/typecheck
 
+# Tests start many Python processes: let them read and write cached bytecode even where the
+# environment says otherwise (this machine sets PYTHONDONTWRITEBYTECODE, so every process would
+# recompile pandas, sklearn and torch from source).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: venv lint test demo clean
 
 venv: $(STAMP)
