@@ -43,10 +43,15 @@ class InvocationDecoder:
     def __init__(self, signature: Signature | None) -> None:
         self.signature = signature
         self._fast: tuple[list[str], list[np.dtype[Any]]] | None = None
+        self._index: pd.Index | None = None
         if signature is not None and not signature.inputs.is_tensor:
             cols = signature.inputs.columns
             if cols and all(c.required and c.dtype in _NUMERIC + _FLOATS for c in cols):
                 self._fast = ([c.name for c in cols], [np.dtype(c.dtype) for c in cols])
+                # An object-dtype column index, built once: pandas 3 would otherwise make an
+                # Arrow-backed string index per request, and every consumer that lists the
+                # columns (scikit-learn's feature-name check: ~0.5 ms a call) pays to convert it.
+                self._index = pd.Index(self._fast[0], dtype=object)
 
     def decode(self, raw: bytes, content_type: str) -> tuple[Any, dict[str, Any]]:
         kind = media_type(content_type)
@@ -100,14 +105,14 @@ class InvocationDecoder:
                 return None
             if want.kind in "iu" and not np.can_cast(arr.dtype, want):
                 return None
-            return pd.DataFrame(arr.astype(want, copy=False), columns=names)
+            return pd.DataFrame(arr.astype(want, copy=False), columns=self._index, copy=False)
         out: dict[str, np.ndarray] = {}
         for i, (name, want) in enumerate(zip(names, dtypes, strict=True)):
             col = arr[:, i]
             if want.kind in "iu" and (arr.dtype.kind == "f" or not np.can_cast(arr.dtype, want)):
                 return None
             out[name] = col.astype(want)
-        return pd.DataFrame(out)
+        return pd.DataFrame(out, columns=self._index)
 
 
 def _read_csv(raw: bytes) -> pd.DataFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,12 @@ from ._batching import BatchingPredictor, rows_of
 from ._codecs import InvocationDecoder
 
 log = logging.getLogger("modelpack.serve")
+
+# A predict this quick (recent calls, slow ones weighing in at once) on a request this small runs
+# on the event loop: the hop to a worker thread and back costs about as much as the model, and
+# one GIL means the thread would not run beside the loop anyway.
+_INLINE_PREDICT_S = 0.002
+_INLINE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class ServedModel:
         self.decoder = InvocationDecoder(signature)
         self._on_batch = on_batch
         self._takes_params = "params" in inspect.signature(predictor.predict).parameters
+        self._predict_s: float | None = None  # None until a predict (the warm-up) is timed
         self.batcher = (
             BatchingPredictor(
                 predictor,
@@ -66,6 +74,7 @@ class ServedModel:
         """Predict in the calling thread (start-up warm-up, and the unbatched path)."""
         if self._on_batch is not None:
             self._on_batch(rows_of(data) or 1)
+        start = time.perf_counter()
         try:
             if params and self._takes_params:
                 return self.predictor.predict(data, params=dict(params))  # type: ignore[call-arg]
@@ -75,9 +84,12 @@ class ServedModel:
         except Exception as exc:
             log.exception("the model failed to predict")
             raise PredictionError(f"the model failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            took, prev = time.perf_counter() - start, self._predict_s
+            self._predict_s = took if prev is None or took > prev else 0.9 * prev + 0.1 * took
 
     async def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
-        """Predict off the event loop: in the batcher's thread, or a worker thread."""
+        """Predict in the batcher's thread, a worker thread, or inline when quick and small."""
         if self.batcher is not None and not params:
             future = self.batcher.submit(data)
             try:
@@ -87,6 +99,11 @@ class ServedModel:
             except Exception as exc:
                 log.error("the model failed to predict: %r", exc)
                 raise PredictionError(f"the model failed: {type(exc).__name__}: {exc}") from exc
+        recent = self._predict_s
+        if recent is not None and recent < _INLINE_PREDICT_S:
+            rows = rows_of(data)
+            if rows is not None and rows <= _INLINE_ROWS:
+                return self.predict_now(data, params)
         return await anyio.to_thread.run_sync(
             self.predict_now, data, params, abandon_on_cancel=True
         )
