@@ -1,10 +1,20 @@
 """The main job on embedded defaults (SQLite and local artifacts under ~/.modelpack).
 
-Train a small model while tracking the run, save and register it, give it an alias, and load it
-back generically through the registry URI.
+Train a small model while tracking the run, save and register it, give it an alias, load it
+back generically through the registry URI, then deploy it to a local server, predict through the
+deployment and delete it.
 """
 
 from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,8 +23,12 @@ from sklearn.model_selection import train_test_split
 
 import modelpack
 from modelpack import registry
+from modelpack.deploy import wait_until
+from modelpack.errors import DeploymentError
+from modelpack.plugins import get_plugin
 
 MODEL_NAME = "quickstart-iris"
+DEPLOYMENT = "quickstart"
 
 
 def make_data() -> tuple[pd.DataFrame, np.ndarray]:
@@ -55,6 +69,48 @@ def main() -> None:
     )
     print(f"predictions: {model.predict(X_test.head(3)).tolist()}")
     print(f"expected:    {y_test[:3].tolist()}")
+
+    serve_and_deploy(X_test.head(3))
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def serve_and_deploy(rows: pd.DataFrame) -> None:
+    """Deploy to the local target (a detached `modelpack serve`), ask it in MLflow's format and
+    in the Open Inference Protocol v2, predict through `modelpack deploy predict`, delete it."""
+    local = get_plugin("deployer", "local")
+    with contextlib.suppress(DeploymentError):  # left by an interrupted earlier run
+        local.delete(DEPLOYMENT, {})
+    local.create(DEPLOYMENT, f"models:/{MODEL_NAME}@champion", {})
+    try:
+        deployment = wait_until(lambda: local.get(DEPLOYMENT, {}), timeout=300)
+        url = deployment.endpoint
+        print(f"deployed:    {deployment.name} on {deployment.target} at {url}")
+        split = json.loads(rows.to_json(orient="split", index=False))
+        mlflow_answer = _post(f"{url}/invocations", {"dataframe_split": split})
+        print(f"MLflow fmt:  {mlflow_answer}")
+        v2_inputs = [
+            {"name": c, "shape": [len(rows)], "datatype": "FP64", "data": rows[c].tolist()}
+            for c in rows.columns
+        ]
+        v2_answer = _post(f"{url}/v2/models/{DEPLOYMENT}/infer", {"inputs": v2_inputs})
+        print(f"v2 outputs:  {[(o['name'], o['data']) for o in v2_answer['outputs']]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            request_file = Path(tmp) / "rows.json"
+            request_file.write_text(json.dumps({"dataframe_split": split}))
+            cli = [sys.executable, "-m", "modelpack", "deploy", "predict", "-t", "local"]
+            cli += ["--name", DEPLOYMENT, "-i", str(request_file)]
+            answer = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+            print(f"deploy predict: {json.loads(answer)}")
+    finally:
+        local.delete(DEPLOYMENT, {})
+    print(f"deleted:     {DEPLOYMENT}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,10 @@ _LAZY = {
     "search_runs": "modelpack.tracking",
 }
 _SUBMODULES = {
+    "batch",
+    "deploy",
+    "registry",
+    "spark",
     "errors",
     "flavors",
     "plugins",

@@ -84,3 +84,8 @@ def wait_until(
                 + ")"
             )
         time.sleep(interval)
+
+
+# A deployer that waits inside create/update (the local one swaps servers only once the new one
+# answers) declares this option; the CLI fills it from --timeout unless -C sets it.
+READY_TIMEOUT = "ready_timeout"

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 THIRDPARTY_FIXTURE = ROOT / "tests" / "fixtures" / "thirdparty_flavor"
+THIRDPARTY_DEPLOYER = ROOT / "tests" / "fixtures" / "thirdparty_deployer"
 
 # What the wheel is built from: the repository less what is not part of the distribution.
 _NOT_BUILT = {".git", ".venv", "build", "dist", "tests", "benchmarks", "examples", "docs", ".ci"}
@@ -62,7 +66,7 @@ def _copy_project(dest: Path) -> Path:
 
 
 def build_thirdparty_venv(base: Path) -> Path:
-    """A fresh venv with the built modelpack wheel (core deps) and the third-party flavor.
+    """A fresh venv with the built modelpack wheel (core deps) and the third-party fixtures.
 
     Both are built from copies, so the build writes nothing into the checkout; dependencies are
     pinned to the dev venv's versions, which the uv cache already holds.
@@ -74,18 +78,28 @@ def build_thirdparty_venv(base: Path) -> Path:
     frozen = _run(_uv(), "pip", "freeze", "--python", sys.executable, "--exclude-editable")
     constraints.write_text(frozen, encoding="utf-8")
     thirdparty = shutil.copytree(THIRDPARTY_FIXTURE, base / "thirdparty", ignore=_FIXTURE_JUNK)
+    deployer = shutil.copytree(THIRDPARTY_DEPLOYER, base / "deployer", ignore=_FIXTURE_JUNK)
     venv = base / "venv"
     _run(_uv(), "venv", "--quiet", "--python", sys.executable, venv)
     python = venv / "bin" / "python"
     _uv_offline_first(
-        "pip", "install", "--quiet", "--python", python, "-c", constraints, wheel, thirdparty
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        python,
+        "-c",
+        constraints,
+        wheel,
+        thirdparty,
+        deployer,
     )
     return python
 
 
 @pytest.fixture(scope="session")
 def thirdparty_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Python of a fresh venv holding the built wheel and the third-party fixture flavor."""
+    """Python of a fresh venv holding the built wheel and the third-party fixture plugins."""
     return build_thirdparty_venv(tmp_path_factory.mktemp("thirdparty_venv"))
 
 
@@ -100,3 +114,40 @@ def run_in_venv(
         return _run(thirdparty_venv, "-c", code, *args, cwd=cwd)
 
     return run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test whose tool is missing here; on CI (``CI`` set) a missing tool is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server (S3, STS, ECR, SageMaker...) on 127.0.0.1; point AWS_ENDPOINT_URL at it."""
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    if exe is None:
+        skip_or_fail("moto_server is not installed (pip install 'moto[server]')")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            break
+        time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

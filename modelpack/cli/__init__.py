@@ -27,14 +27,20 @@ def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
 
 def _register() -> None:
     from modelpack.cli import (
+        batch_commands,
         convert_commands,
+        deploy_commands,
+        image_commands,
         model_commands,
         registry_commands,
         runs_commands,
         serve_commands,
     )
 
+    batch_commands.register(app)
     convert_commands.register(app)
+    deploy_commands.register(app)
+    image_commands.register(app)
     model_commands.register(app)
     registry_commands.register(app)
     runs_commands.register(app)

@@ -1,0 +1,182 @@
+"""The kubernetes target's ``-C key=value`` options, checked and typed once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelpack.deploy import READY_TIMEOUT, check_options
+from modelpack.errors import InvalidInputError
+
+OPTIONS = {
+    "image": "image serving the model (from `modelpack build-image`, pushed where the cluster "
+    "pulls from); required to create or update",
+    "namespace": "namespace (default: the kubeconfig context's, else default)",
+    "kubeconfig": "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)",
+    "context": "kubeconfig context (default: the current one)",
+    "replicas": "replicas when there is no autoscaler (default: 1)",
+    "min_replicas": "autoscaler minimum (default: 1)",
+    "max_replicas": "autoscaler maximum; 0 renders no HorizontalPodAutoscaler (default: 3)",
+    "target_cpu": "autoscaler target CPU utilization in percent (default: 80)",
+    "cpu": "CPU request (default: 500m)",
+    "memory": "memory request (default: 1Gi)",
+    "cpu_limit": "CPU limit (default: none)",
+    "memory_limit": "memory limit (default: the memory request)",
+    "gpu": "NVIDIA GPUs per pod, as nvidia.com/gpu limits (default: 0)",
+    "node_selector": "node labels as key=value[,key=value] (default: none)",
+    "scheduler_name": "scheduler for the pods (default: the cluster's)",
+    "model_source": "image (baked in, default) or fetch (an init container fetches the model "
+    "URI from the artifact store into the pod)",
+    "env": "extra environment for the server (and the fetching init container) as "
+    "KEY=VALUE[,KEY=VALUE], e.g. MODELPACK_STORE_URI and MODELPACK_ARTIFACT_URI",
+    "service_type": "ClusterIP (default), NodePort or LoadBalancer",
+    "service_port": "port of the Service (default: 80)",
+    "workers": "server processes per pod (default: 1)",
+    "image_pull_policy": "IfNotPresent (default), Always or Never",
+    "kserve": "render a KServe InferenceService instead of Deployment/Service/HPA (default: false)",
+    READY_TIMEOUT: "seconds to wait for the rollout (default: 600; the CLI sets it from --timeout)",
+}
+
+MODEL_SOURCES = ("image", "fetch")
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$")
+# RFC 1123 label: what Deployment and Service names must be.
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInputError(f"option {key}={value!r} is not a boolean (use true or false)")
+
+
+def _int(key: str, value: Any, minimum: int = 0) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"option {key}={value!r} is not an integer") from None
+    if number < minimum or isinstance(value, bool):
+        raise InvalidInputError(f"option {key}={value!r} must be an integer >= {minimum}")
+    return number
+
+
+def _quantity(key: str, value: Any) -> str:
+    text = str(value).strip()
+    if not _QUANTITY.match(text):
+        raise InvalidInputError(
+            f"option {key}={value!r} is not a Kubernetes quantity (e.g. 500m, 2, 1Gi)"
+        )
+    return text
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    text = str(value)
+    if text not in choices:
+        raise InvalidInputError(f"option {key}={value!r}: choose one of {', '.join(choices)}")
+    return text
+
+
+def _pairs(key: str, value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for part in str(value).split(","):
+        k, sep, v = part.strip().partition("=")
+        if not sep or not k:
+            raise InvalidInputError(f"option {key}: {part!r} is not KEY=VALUE")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidInputError(
+            f"deployment name {name!r} is not a valid Kubernetes name: lower-case letters, "
+            "digits and '-', starting and ending with a letter or digit, at most 63 characters"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Settings:
+    image: str | None = None
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    replicas: int = 1
+    min_replicas: int = 1
+    max_replicas: int = 3
+    target_cpu: int = 80
+    cpu: str = "500m"
+    memory: str = "1Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    gpu: int = 0
+    node_selector: dict[str, str] = field(default_factory=dict)
+    scheduler_name: str | None = None
+    model_source: str = "image"
+    env: dict[str, str] = field(default_factory=dict)
+    service_type: str = "ClusterIP"
+    service_port: int = 80
+    workers: int = 1
+    image_pull_policy: str = "IfNotPresent"
+    kserve: bool = False
+    ready_timeout: float = 600.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        check_options("kubernetes", OPTIONS, config)
+        c = config
+        settings = cls(
+            image=str(c["image"]) if c.get("image") else None,
+            namespace=str(c["namespace"]) if c.get("namespace") else None,
+            kubeconfig=str(c["kubeconfig"]) if c.get("kubeconfig") else None,
+            context=str(c["context"]) if c.get("context") else None,
+            replicas=_int("replicas", c.get("replicas", 1), 1),
+            min_replicas=_int("min_replicas", c.get("min_replicas", 1), 1),
+            max_replicas=_int("max_replicas", c.get("max_replicas", 3)),
+            target_cpu=_int("target_cpu", c.get("target_cpu", 80), 1),
+            cpu=_quantity("cpu", c.get("cpu", "500m")),
+            memory=_quantity("memory", c.get("memory", "1Gi")),
+            cpu_limit=_quantity("cpu_limit", c["cpu_limit"]) if c.get("cpu_limit") else None,
+            memory_limit=(
+                _quantity("memory_limit", c["memory_limit"]) if c.get("memory_limit") else None
+            ),
+            gpu=_int("gpu", c.get("gpu", 0)),
+            node_selector=_pairs("node_selector", c["node_selector"])
+            if c.get("node_selector")
+            else {},
+            scheduler_name=str(c["scheduler_name"]) if c.get("scheduler_name") else None,
+            model_source=_choice("model_source", c.get("model_source", "image"), MODEL_SOURCES),
+            env=_pairs("env", c["env"]) if c.get("env") else {},
+            service_type=_choice("service_type", c.get("service_type", "ClusterIP"), SERVICE_TYPES),
+            service_port=_int("service_port", c.get("service_port", 80), 1),
+            workers=_int("workers", c.get("workers", 1), 1),
+            image_pull_policy=_choice(
+                "image_pull_policy", c.get("image_pull_policy", "IfNotPresent"), PULL_POLICIES
+            ),
+            kserve=_bool("kserve", c.get("kserve", False)),
+            ready_timeout=float(_int(READY_TIMEOUT, int(float(c.get(READY_TIMEOUT, 600))))),
+        )
+        if settings.max_replicas and settings.max_replicas < settings.min_replicas:
+            raise InvalidInputError(
+                f"option max_replicas={settings.max_replicas} is below "
+                f"min_replicas={settings.min_replicas}"
+            )
+        return settings
+
+    def require_image(self) -> str:
+        if not self.image:
+            raise InvalidInputError(
+                "option image is required: build one with `modelpack build-image MODEL_URI -t "
+                "TAG`, push it where the cluster pulls from, then pass -C image=TAG"
+            )
+        return self.image

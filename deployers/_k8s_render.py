@@ -1,0 +1,224 @@
+"""Manifests of the kubernetes target: Deployment, Service and HorizontalPodAutoscaler, or a KServe
+InferenceService. Pure functions of the options: ``plan`` prints exactly what ``create`` applies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelpack._dockerfile import APP_UID, MODEL_DIR, PORT
+from modelpack.deployers._k8s_options import Settings
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+DEPLOYMENT_LABEL = "modelpack.dev/deployment"
+MODEL_URI_ANNOTATION = "modelpack.dev/model-uri"
+SELECTOR = f"{MANAGED_BY}=modelpack"
+HPA_VERSIONS = ("autoscaling/v2", "autoscaling/v2beta2")  # 1.20 serves only v2beta2
+KSERVE_VERSION = "serving.kserve.io/v1beta1"
+READY_PATH = "/v2/health/ready"
+LIVE_PATH = "/v2/health/live"
+
+# The init container copies the resolved model (registry + artifact store, or S3) into the pod.
+_FETCH = (
+    "import shutil, sys; from modelpack.uris import resolve; "
+    "shutil.copytree(resolve(sys.argv[1]), sys.argv[2], dirs_exist_ok=True)"
+)
+
+
+def labels(name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/component": "model-server",
+        MANAGED_BY: "modelpack",
+        DEPLOYMENT_LABEL: name,
+    }
+
+
+def _metadata(name: str, namespace: str, model_uri: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(name),
+        "annotations": {MODEL_URI_ANNOTATION: model_uri},
+    }
+
+
+def _resources(s: Settings) -> dict[str, Any]:
+    limits: dict[str, Any] = {"memory": s.memory_limit or s.memory}
+    if s.cpu_limit:
+        limits["cpu"] = s.cpu_limit
+    if s.gpu:
+        limits["nvidia.com/gpu"] = s.gpu  # extended resources: the limit is the request
+    return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
+
+
+def _env(s: Settings) -> list[dict[str, str]]:
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(s.workers), **s.env}
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def _security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": APP_UID,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def _server_container(s: Settings, image: str) -> dict[str, Any]:
+    return {
+        "name": "model-server",
+        "image": image,
+        "imagePullPolicy": s.image_pull_policy,
+        "args": ["serve"],  # the SageMaker contract: 0.0.0.0:8080, model in /opt/ml/model
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": _env(s),
+        "resources": _resources(s),
+        # Loading a large model takes a while: the startup probe holds liveness off until then.
+        "startupProbe": _probe(LIVE_PATH, period=5, failures=60),
+        "readinessProbe": _probe(READY_PATH, period=5, failures=3),
+        "livenessProbe": _probe(LIVE_PATH, period=10, failures=3),
+        "securityContext": _security(),
+    }
+
+
+def _pod_spec(s: Settings, image: str, model_uri: str) -> dict[str, Any]:
+    server = _server_container(s, image)
+    spec: dict[str, Any] = {"containers": [server]}
+    if s.model_source == "fetch":
+        mount = {"name": "model", "mountPath": MODEL_DIR}
+        server["volumeMounts"] = [mount]
+        spec["initContainers"] = [
+            {
+                "name": "fetch-model",
+                "image": image,
+                "imagePullPolicy": s.image_pull_policy,
+                "command": ["python", "-c", _FETCH, model_uri, MODEL_DIR],
+                "env": [{"name": k, "value": v} for k, v in s.env.items()],
+                "volumeMounts": [mount],
+                "securityContext": _security(),
+            }
+        ]
+        spec["volumes"] = [{"name": "model", "emptyDir": {}}]
+    if s.node_selector:
+        spec["nodeSelector"] = dict(s.node_selector)
+    if s.scheduler_name:
+        spec["schedulerName"] = s.scheduler_name
+    return spec
+
+
+def deployment(
+    name: str, namespace: str, model_uri: str, s: Settings, image: str
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {DEPLOYMENT_LABEL: name}},
+        # A rolling change never drops below the serving replicas: the old version serves
+        # until the new one is ready.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "progressDeadlineSeconds": 600,
+        "template": {
+            "metadata": {
+                "labels": labels(name),
+                # A new model URI with the same image still rolls the pods.
+                "annotations": {MODEL_URI_ANNOTATION: model_uri},
+            },
+            "spec": _pod_spec(s, image, model_uri),
+        },
+    }
+    if not s.max_replicas:
+        spec["replicas"] = s.replicas  # with an autoscaler, it owns the replica count
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, namespace, model_uri),
+        "spec": spec,
+    }
+
+
+def service(name: str, namespace: str, model_uri: str, s: Settings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, model_uri),
+        "spec": {
+            "type": s.service_type,
+            "selector": {DEPLOYMENT_LABEL: name},
+            "ports": [
+                # SSA on 1.20 needs protocol, a key of the ports list.
+                {"name": "http", "port": s.service_port, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def autoscaler(
+    name: str, namespace: str, model_uri: str, s: Settings, api_version: str
+) -> dict[str, Any]:
+    # autoscaling/v2 and v2beta2 spell a CPU utilization target the same way.
+    return {
+        "apiVersion": api_version,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(name, namespace, model_uri),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": s.min_replicas,
+            "maxReplicas": s.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": s.target_cpu},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def inference_service(
+    name: str, namespace: str, model_uri: str, s: Settings, image: str
+) -> dict[str, Any]:
+    pod = _pod_spec(s, image, model_uri)
+    container = pod["containers"][0]
+    container["name"] = "kserve-container"  # the name KServe looks for in a custom predictor
+    container.pop("startupProbe")
+    container.pop("livenessProbe")  # KServe's queue proxy owns liveness
+    predictor: dict[str, Any] = {
+        "minReplicas": s.min_replicas,
+        "maxReplicas": max(s.max_replicas, s.min_replicas),
+        **pod,
+    }
+    return {
+        "apiVersion": KSERVE_VERSION,
+        "kind": "InferenceService",
+        "metadata": _metadata(name, namespace, model_uri),
+        "spec": {"predictor": predictor},
+    }
+
+
+def documents(
+    name: str, namespace: str, model_uri: str, s: Settings, image: str, hpa_version: str
+) -> list[dict[str, Any]]:
+    if s.kserve:
+        return [inference_service(name, namespace, model_uri, s, image)]
+    docs = [
+        deployment(name, namespace, model_uri, s, image),
+        service(name, namespace, model_uri, s),
+    ]
+    if s.max_replicas:
+        docs.append(autoscaler(name, namespace, model_uri, s, hpa_version))
+    return docs

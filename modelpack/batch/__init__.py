@@ -1,0 +1,7 @@
+"""Batch scoring: stream CSV, Parquet or JSON Lines of any size through a model, in chunks."""
+
+from __future__ import annotations
+
+from modelpack.batch._job import DEFAULT_BATCH_SIZE, ERRORS_SUFFIX, BatchSummary, score
+
+__all__ = ["DEFAULT_BATCH_SIZE", "ERRORS_SUFFIX", "BatchSummary", "score"]

@@ -1,0 +1,224 @@
+"""A batch job: read chunks, score them in this process or in N workers, write them in order."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Generator, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from modelpack.batch import _io
+from modelpack.batch._progress import Progress
+from modelpack.batch._scoring import ON_ERROR, ChunkResult, ChunkScorer
+from modelpack.errors import InvalidInputError
+
+DEFAULT_BATCH_SIZE = 65_536
+ERRORS_SUFFIX = ".errors.jsonl"
+
+_Results = Generator[ChunkResult, None, None]
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What a batch job did: ``rows`` read, ``scored_rows`` written, ``failed_rows`` skipped."""
+
+    rows: int
+    scored_rows: int
+    failed_rows: int
+    seconds: float
+    output: str
+    errors_output: str | None
+    workers: int
+    chunks: int
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    model_path: str
+    features: list[str] | None
+    passthrough: list[str]
+    on_error: str
+    trust_pickle: bool | None
+
+
+def score(
+    model_uri: str | os.PathLike[str],
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    input_format: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 1,
+    columns: Sequence[str] | None = None,
+    passthrough: Sequence[str] = (),
+    on_error: str = "fail",
+    progress: bool = False,
+    trust_pickle: bool | None = None,
+) -> BatchSummary:
+    """Score ``input`` (file, directory of parts, or ``s3://``) into ``output``, chunk by chunk.
+
+    Memory holds at most about ``2 * workers + 2`` chunks of ``batch_size`` rows at once.
+    """
+    from modelpack.descriptor import Descriptor
+    from modelpack.signature import Signature
+    from modelpack.uris import resolve
+
+    if on_error not in ON_ERROR:
+        raise InvalidInputError(f"unknown --on-error {on_error!r}; choose fail or skip")
+    if batch_size < 1 or workers < 1:
+        raise InvalidInputError("--batch-size and --workers must be at least 1")
+    source = _io.open_source(str(input), input_format)
+    out = str(output)
+    out_format = _io.format_of(out, format) or source.fmt
+    model_path = resolve(Path(model_uri) if isinstance(model_uri, os.PathLike) else model_uri)
+    descriptor = Descriptor.read(model_path)
+    signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
+    features = list(columns) if columns else _signature_columns(signature)
+    plan = _Plan(str(model_path), features, list(passthrough), on_error, trust_pickle)
+    wanted = None if features is None else list(dict.fromkeys([*features, *passthrough]))
+    errors_uri = out + ERRORS_SUFFIX
+    started = time.perf_counter()
+    totals = [0, 0, 0, 0]  # rows, scored, failed, chunks
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_terminate_as_interrupt())
+        staged = stack.enter_context(_io.staged_output(out))
+        staged_errors = stack.enter_context(_io.staged_output(errors_uri))
+        writer = _io.open_writer(staged, out_format)
+        stack.callback(writer.close)
+        chunks = _io.read_chunks(source, batch_size, wanted)
+        results = stack.enter_context(contextlib.closing(_results(plan, chunks, workers)))
+        bar = stack.enter_context(
+            Progress(_io.count_rows(source)) if progress else contextlib.nullcontext()
+        )
+        errors_fh = None
+        for result in results:
+            if result.table is not None and result.table.num_rows:
+                writer.write(result.table)
+            if result.errors:
+                if errors_fh is None:
+                    errors_fh = stack.enter_context(open(staged_errors, "wb"))
+                errors_fh.write(b"".join(orjson.dumps(e) + b"\n" for e in result.errors))
+            totals[0] += result.rows
+            totals[1] += result.table.num_rows if result.table is not None else 0
+            totals[2] += len(result.errors)
+            totals[3] += 1
+            if bar is not None:
+                bar.advance(result.rows)
+        if totals[1] == 0:
+            writer.write(_empty_output(plan))
+        if errors_fh is None:
+            _io.remove_output(errors_uri)
+    rows, scored, failed, count = totals
+    return BatchSummary(
+        rows=rows,
+        scored_rows=scored,
+        failed_rows=failed,
+        seconds=time.perf_counter() - started,
+        output=out,
+        errors_output=errors_uri if failed else None,
+        workers=workers,
+        chunks=count,
+    )
+
+
+def _signature_columns(signature: Any) -> list[str] | None:
+    if signature is None or signature.inputs.is_tensor:
+        return None
+    return [c.name for c in signature.inputs.columns]
+
+
+def _empty_output(plan: _Plan) -> pa.Table:
+    # An input without rows (or with every row skipped) still gets an output file with a header.
+    return pa.table({name: pa.array([], pa.null()) for name in [*plan.passthrough, "prediction"]})
+
+
+def _results(plan: _Plan, chunks: Iterator[pa.Table], workers: int) -> _Results:
+    if workers == 1:
+        return _in_process(_scorer(plan), chunks)  # the model loads now, before the clock starts
+    return _pooled(plan, chunks, workers)
+
+
+def _in_process(scorer: ChunkScorer, chunks: Iterator[pa.Table]) -> _Results:
+    start = 0
+    for chunk in chunks:
+        yield scorer.score(chunk, start)
+        start += chunk.num_rows
+
+
+def _scorer(plan: _Plan) -> ChunkScorer:
+    from modelpack.model import load
+
+    model = load(plan.model_path, trust_pickle=plan.trust_pickle)
+    return ChunkScorer(model, plan.features, plan.passthrough, plan.on_error)
+
+
+_WORKER_SCORER: ChunkScorer | None = None
+
+
+def _init_worker(plan: _Plan) -> None:
+    global _WORKER_SCORER
+    # The parent owns Ctrl-C: it stops feeding chunks and removes the staged output.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _WORKER_SCORER = _scorer(plan)
+
+
+def _score_in_worker(chunk: pa.Table, start: int) -> ChunkResult:
+    assert _WORKER_SCORER is not None
+    return _WORKER_SCORER.score(chunk, start)
+
+
+def _pooled(plan: _Plan, chunks: Iterator[pa.Table], workers: int) -> _Results:
+    # Chunks go out in order and come back in order: the window bounds memory to
+    # 2 * workers chunks in flight, and the output is the same as with one worker.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(plan,)
+    )
+    window: deque[Future[ChunkResult]] = deque()
+    try:
+        start = 0
+        for chunk in chunks:
+            window.append(pool.submit(_score_in_worker, chunk, start))
+            start += chunk.num_rows
+            if len(window) >= 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        for pending in window:
+            pending.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    # SIGTERM unwinds like Ctrl-C, so the staged output is removed before the process exits.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,335 @@
+"""``deploy``: plan, create, update, delete, get, list and predict through any deployer."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+
+from modelpack.cli import fail
+from modelpack.deploy import READY_TIMEOUT, Deployment, Plan, check_options, wait_until
+from modelpack.errors import DeploymentError, InvalidInputError, ModelpackError
+
+deploy_app = typer.Typer(
+    help="Deploy a model to a target (local, onnx, kubernetes, sagemaker, bentoml or any "
+    "installed deployer) and manage its deployments.",
+    no_args_is_help=True,
+)
+
+Target = Annotated[
+    str, typer.Option("-t", "--target", help="Deployer name (`modelpack plugins` lists them).")
+]
+Name = Annotated[str, typer.Option("--name", help="Deployment name.")]
+ModelUri = Annotated[str, typer.Option("-m", "--model-uri", help="Model path or URI.")]
+Options = Annotated[
+    list[str] | None,
+    typer.Option("-C", help="Target option key=value (repeatable; values read as YAML)."),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="YAML or JSON file of target options.")
+]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Return without waiting until ready.")]
+Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait until ready.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(deploy_app, name="deploy")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@deploy_app.command("plan")
+def plan(
+    target: Target,
+    name: Name,
+    model_uri: ModelUri,
+    options: Options = None,
+    config_file: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show what create or update would do (manifests as YAML on stdout); touch nothing."""
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file)
+        _print_plan(_as_plan(deployer.plan(name, model_uri, config)), as_json)
+
+
+@deploy_app.command("create")
+def create(
+    target: Target,
+    name: Name,
+    model_uri: ModelUri,
+    options: Options = None,
+    config_file: ConfigFile = None,
+    no_wait: NoWait = False,
+    timeout: Timeout = 600.0,
+    as_json: AsJson = False,
+) -> None:
+    """Deploy a model under a new name and wait until it is ready."""
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file, timeout=timeout)
+        with _progress(f"creating {name} on {target}") as show:
+            deployment = _as_deployment(deployer.create(name, model_uri, config))
+            if not no_wait:
+                try:
+                    deployment = _wait(deployer, name, config, timeout, show)
+                except ModelpackError as exc:
+                    with contextlib.suppress(ModelpackError):
+                        deployer.delete(name, config)
+                    raise DeploymentError(f"{exc.message}; removed what was created") from None
+        _print_deployment(deployment, as_json)
+
+
+@deploy_app.command("update")
+def update(
+    target: Target,
+    name: Name,
+    model_uri: ModelUri,
+    options: Options = None,
+    config_file: ConfigFile = None,
+    no_wait: NoWait = False,
+    timeout: Timeout = 600.0,
+    as_json: AsJson = False,
+) -> None:
+    """Replace a deployment's model (or options); the old version serves until the new is ready."""
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file, timeout=timeout)
+        with _progress(f"updating {name} on {target}") as show:
+            deployment = _as_deployment(deployer.update(name, model_uri, config))
+            if not no_wait:
+                deployment = _wait(deployer, name, config, timeout, show)
+        _print_deployment(deployment, as_json)
+
+
+@deploy_app.command("delete")
+def delete(
+    target: Target, name: Name, options: Options = None, config_file: ConfigFile = None
+) -> None:
+    """Stop a deployment and remove everything it created."""
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file)
+        deployer.delete(name, config)
+        typer.echo(f"deleted {name} on {target}", err=True)
+
+
+@deploy_app.command("get")
+def get(
+    target: Target,
+    name: Name,
+    options: Options = None,
+    config_file: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show one deployment: status, endpoint, model and target details."""
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file)
+        _print_deployment(_as_deployment(deployer.get(name, config)), as_json)
+
+
+@deploy_app.command("list")
+def list_deployments(
+    target: Target, options: Options = None, config_file: ConfigFile = None, as_json: AsJson = False
+) -> None:
+    """List a target's deployments with their status."""
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file)
+        found = [_as_deployment(d) for d in deployer.list(config)]
+    if as_json:
+        _echo_json([d.to_dict() for d in found])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("name", "status", "endpoint", "model"):
+        table.add_column(column)
+    for d in found:
+        table.add_row(d.name, d.status, d.endpoint or "-", d.model_uri)
+    Console(width=200).print(table)
+
+
+@deploy_app.command("predict")
+def predict(
+    target: Target,
+    name: Name,
+    input_file: Annotated[
+        Path, typer.Option("-i", "--input", help="JSON (MLflow formats) or CSV file, - for stdin.")
+    ],
+    options: Options = None,
+    config_file: ConfigFile = None,
+) -> None:
+    """Send a JSON or CSV file to a deployment and print its predictions as JSON."""
+    from modelpack.cli.model_commands import _read_input
+    from modelpack.payload import to_jsonable
+
+    with _user_errors():
+        deployer, config = _deployer(target, options, config_file)
+        predictions = deployer.predict(name, _read_input(input_file), config)
+    _echo_json({"predictions": to_jsonable(predictions)})
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    try:
+        yield
+    except ModelpackError as exc:
+        raise fail(exc) from None
+
+
+def _deployer(
+    target: str, pairs: list[str] | None, config_file: Path | None, timeout: float | None = None
+) -> tuple[Any, dict[str, Any]]:
+    from modelpack.plugins import get_plugin
+
+    config = {**_read_config(config_file), **_parse_pairs(pairs or [])}
+    deployer = get_plugin("deployer", target)
+    allowed: Mapping[str, str] = getattr(deployer, "options", {})
+    check_options(target, allowed, config)
+    if timeout is not None and READY_TIMEOUT in allowed:
+        config.setdefault(READY_TIMEOUT, timeout)
+    return deployer, config
+
+
+def _read_config(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read the config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path} is not valid YAML or JSON: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path} must hold a mapping of option keys to values")
+    return {str(k): v for k, v in data.items()}
+
+
+def _parse_pairs(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    config: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"-C takes key=value, got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        config[key.strip()] = value
+    return config
+
+
+def _as_deployment(obj: Any) -> Deployment:
+    # Third-party deployers may answer with plain mappings: they need not import modelpack.
+    if isinstance(obj, Deployment):
+        return obj
+    if isinstance(obj, Mapping):
+        fields = {f.name for f in dataclasses.fields(Deployment)}
+        return Deployment(**{k: v for k, v in obj.items() if k in fields})
+    raise DeploymentError(f"the deployer answered {type(obj).__name__}, not a Deployment")
+
+
+def _as_plan(obj: Any) -> Plan:
+    if isinstance(obj, Plan):
+        return obj
+    if isinstance(obj, Mapping):
+        fields = {f.name for f in dataclasses.fields(Plan)}
+        return Plan(**{k: v for k, v in obj.items() if k in fields})
+    raise DeploymentError(f"the deployer answered {type(obj).__name__}, not a Plan")
+
+
+def _wait(
+    deployer: Any,
+    name: str,
+    config: Mapping[str, Any],
+    timeout: float,
+    show: Callable[[str], None],
+) -> Deployment:
+    def check() -> Deployment:
+        current = _as_deployment(deployer.get(name, config))
+        if current.status == "dead":  # gone while we wait for it: it failed to start
+            current.status = "failed"
+        return current
+
+    def on_poll(current: Deployment, elapsed: float) -> None:
+        show(f"{name} on {current.target}: {current.status} ({elapsed:.0f} s)")
+
+    return wait_until(check, timeout=timeout, on_poll=on_poll)
+
+
+@contextlib.contextmanager
+def _progress(title: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; plain lines on stderr (one per change) otherwise."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        with console.status(title) as status:
+            yield lambda line: status.update(line)
+        return
+    typer.echo(title, err=True)
+    last_state, last_at = "", time.monotonic()
+
+    def show(line: str) -> None:
+        nonlocal last_state, last_at
+        state = line.rsplit(" (", 1)[0]
+        if state != last_state or time.monotonic() - last_at >= 10:
+            typer.echo(line, err=True)
+            last_state, last_at = state, time.monotonic()
+
+    yield show
+
+
+def _print_plan(plan: Plan, as_json: bool) -> None:
+    if as_json:
+        _echo_json(dataclasses.asdict(plan))
+        return
+    header = [f"plan for {plan.name!r} on {plan.target} ({plan.model_uri})"]
+    if plan.image:
+        header.append(f"image: {plan.image}")
+    header += [f"- {action}" for action in plan.actions]
+    if not plan.documents:
+        typer.echo("\n".join(header))
+        return
+    import yaml
+
+    # Manifests alone on stdout (pipe them to kubectl); what they mean goes to stderr.
+    typer.echo("\n".join(f"# {line}" for line in header), err=True)
+    typer.echo(yaml.safe_dump_all(plan.documents, sort_keys=False, explicit_start=True), nl=False)
+
+
+def _print_deployment(deployment: Deployment, as_json: bool) -> None:
+    if as_json:
+        _echo_json(deployment.to_dict())
+        return
+    lines = [
+        f"name:     {deployment.name}",
+        f"target:   {deployment.target}",
+        f"status:   {deployment.status}",
+        f"endpoint: {deployment.endpoint or '-'}",
+        f"model:    {deployment.model_uri}",
+    ]
+    lines += [f"{k + ':':<9} {v}" for k, v in deployment.details.items() if v is not None]
+    typer.echo("\n".join(lines))
+
+
+def _echo_json(obj: Any) -> None:
+    typer.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+__all__ = ["register"]

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import modelpack
+from modelpack.deployers import _process
+from modelpack.plugins import get_plugin
+
+ROOT = Path(__file__).resolve().parents[2]
+COLUMNS = ["a", "b", "c"]
+READY_S = 180.0  # cold imports on a loaded CI machine are slow
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A MODELPACK_HOME of its own; every deployment left in it is deleted afterwards."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("MODELPACK_HOME", str(home))
+    yield home
+    cleanup(home)
+
+
+def cleanup(home: Path) -> None:
+    # Delete through the deployers, then kill whatever PID a state file still names.
+    for target in ("local", "onnx"):
+        deployer = get_plugin("deployer", target)
+        for state_file in (home / "deployments" / target).glob("*.json"):
+            with contextlib.suppress(Exception):
+                deployer.delete(state_file.stem, {})
+    for state_file in (home / "deployments").glob("*/*.json"):
+        state = _process.read_state(state_file) or {}
+        if "pid" in state and _process.alive(state["pid"], state.get("started")):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(state["pid"], signal.SIGKILL)
+    for pid in list(_process._CHILDREN):
+        _process.stop(pid, grace=2)
+
+
+def frame(rows: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(rng.normal(size=(rows, 3)), columns=COLUMNS)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two models whose predictions differ on every row: ``a`` (a > 0) and ``b`` (a <= 0)."""
+    data = frame()
+    base = tmp_path_factory.mktemp("deploy-models")
+    out: dict[str, Any] = {"frame": data}
+    for key, labels in (("a", data["a"] > 0), ("b", data["a"] <= 0)):
+        clf = LogisticRegression().fit(data, labels.astype(int))
+        out[key] = modelpack.save(clf, base / key, input_example=data.head(3))
+        out[f"{key}_clf"] = clf
+    return out
+
+
+def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 600) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "modelpack", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )

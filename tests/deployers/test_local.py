@@ -1,0 +1,220 @@
+"""The local target: real ``modelpack serve`` processes on 127.0.0.1, real HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelpack.deploy import Deployment, wait_until
+from modelpack.deployers import _process
+from modelpack.deployers.local import LocalDeployer
+from modelpack.errors import DeploymentError, InvalidInputError, ModelNotFoundError
+from modelpack.payload import encode_example
+from modelpack.plugins import get_plugin
+from tests.deployers.conftest import READY_S
+
+
+def ready(deployer: LocalDeployer, name: str) -> Deployment:
+    return wait_until(lambda: deployer.get(name, {}), timeout=READY_S, interval=0.2)
+
+
+def invocations(endpoint: str, data: Any) -> Any:
+    response = httpx.post(endpoint + "/invocations", json=encode_example(data), timeout=60)
+    response.raise_for_status()
+    return response.json()["predictions"]
+
+
+@pytest.fixture
+def local() -> LocalDeployer:
+    deployer: LocalDeployer = get_plugin("deployer", "local")
+    return deployer
+
+
+def test_local_is_registered_as_an_entry_point() -> None:
+    assert isinstance(get_plugin("deployer", "local"), LocalDeployer)
+
+
+def test_create_get_predict_delete(
+    home: Path, local: LocalDeployer, models: dict[str, Any]
+) -> None:
+    rows = models["frame"].head(5)
+    created = local.create("iris", str(models["a"]), {"max_batch_size": 8})
+    assert created.status in ("starting", "ready")
+    deployment = ready(local, "iris")
+    assert deployment.endpoint == f"http://127.0.0.1:{deployment.details['port']}"
+    assert deployment.model_uri == str(models["a"])
+    expected = models["a_clf"].predict(rows).tolist()
+    assert invocations(deployment.endpoint, rows) == expected
+    assert local.predict("iris", rows, {}) == expected
+
+    state_file = home / "deployments" / "local" / "iris.json"
+    state = _process.read_state(state_file)
+    assert state is not None
+    assert {"pid", "port", "model_uri", "log_file", "created_at"} <= set(state)
+    assert state["options"]["max_batch_size"] == 8
+    assert [d.name for d in local.list({})] == ["iris"]
+
+    local.delete("iris", {})
+    assert not _process.alive(state["pid"], state["started"])
+    assert not state_file.exists() and not Path(state["log_file"]).exists()
+    assert local.list({}) == []
+    with pytest.raises(DeploymentError, match="no local deployment named 'iris'"):
+        local.get("iris", {})
+
+
+def test_plan_touches_nothing(home: Path, local: LocalDeployer, models: dict[str, Any]) -> None:
+    plan = local.plan("iris", str(models["a"]), {"port": 8123})
+    text = "\n".join(plan.actions)
+    assert f"serve the model at {models['a'].resolve()}" in text
+    assert "--port 8123" in text and "iris.json" in text
+    assert plan.documents == []
+    assert not (home / "deployments").exists()
+    assert _process._CHILDREN == {}
+
+
+def test_update_swaps_the_model_with_no_failed_request(
+    home: Path, local: LocalDeployer, models: dict[str, Any]
+) -> None:
+    rows = models["frame"].head(4)
+    old_answer = models["a_clf"].predict(rows).tolist()
+    new_answer = models["b_clf"].predict(rows).tolist()
+    assert old_answer != new_answer
+    local.create("swap", str(models["a"]), {})
+    before = ready(local, "swap")
+
+    answers: list[Any] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        # A client that follows the deployment: it reads the endpoint from `get` every time.
+        while not stop.is_set():
+            try:
+                endpoint = local.get("swap", {}).endpoint
+                assert endpoint is not None
+                with httpx.Client(timeout=30) as http:
+                    response = http.post(endpoint + "/invocations", json=encode_example(rows))
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+                else:
+                    answers.append(response.json()["predictions"])
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        while not answers and thread.is_alive():
+            time.sleep(0.05)
+        after = local.update("swap", str(models["b"]), {"ready_timeout": READY_S})
+        seen = len(answers)
+        while len(answers) < seen + 5 and thread.is_alive():
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(60)
+
+    assert failures == []
+    assert answers[0] == old_answer and answers[-1] == new_answer
+    assert set(map(tuple, answers)) == {tuple(old_answer), tuple(new_answer)}
+    assert after.status == "ready" and after.endpoint != before.endpoint
+    assert after.details["created_at"] == before.details["created_at"]
+    assert after.details["updated_at"] is not None
+    assert not _process.alive(before.details["pid"])
+    assert local.get("swap", {}).model_uri == str(models["b"])
+
+
+def test_failed_update_keeps_the_old_version_serving(
+    home: Path, local: LocalDeployer, models: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    broken = Path(shutil.copytree(models["b"], tmp_path / "broken"))
+    (broken / "model" / "model.skops").write_bytes(b"not the model")  # fails the manifest
+    local.create("keep", str(models["a"]), {})
+    before = ready(local, "keep")
+    with pytest.raises(DeploymentError, match="the old one keeps serving"):
+        local.update("keep", str(broken), {"ready_timeout": READY_S})
+    now = local.get("keep", {})
+    assert now.status == "ready" and now.endpoint == before.endpoint
+    assert now.model_uri == str(models["a"])
+    assert list((home / "deployments" / "local" / "logs").iterdir()) == [
+        Path(before.details["log_file"])
+    ]
+
+
+def test_an_existing_name_is_refused(
+    home: Path, local: LocalDeployer, models: dict[str, Any]
+) -> None:
+    local.create("twice", str(models["a"]), {})
+    with pytest.raises(DeploymentError, match="exists .*deploy update"):
+        local.create("twice", str(models["b"]), {})
+    assert local.get("twice", {}).model_uri == str(models["a"])
+
+
+def test_list_notices_a_dead_process(
+    home: Path, local: LocalDeployer, models: dict[str, Any]
+) -> None:
+    local.create("gone", str(models["a"]), {})
+    pid = ready(local, "gone").details["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while _process.alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [listed] = local.list({})
+    assert listed.status == "dead" and "exited" in listed.details["reason"]
+    local.delete("gone", {})  # a dead deployment still deletes cleanly
+    assert local.list({}) == []
+
+
+def test_a_model_that_does_not_resolve_leaves_nothing(home: Path, local: LocalDeployer) -> None:
+    with pytest.raises(ModelNotFoundError, match="no model at"):
+        local.create("nothing", str(home / "missing"), {})
+    assert not (home / "deployments" / "local" / "nothing.json").exists()
+    assert _process._CHILDREN == {}
+
+
+def test_a_port_in_use_is_one_clear_error(
+    home: Path, local: LocalDeployer, models: dict[str, Any]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(DeploymentError, match=f"port {port} on 127.0.0.1 is in use"):
+            local.create("busy", str(models["a"]), {"port": port})
+    assert not (home / "deployments" / "local" / "busy.json").exists()
+    assert _process._CHILDREN == {}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"colour": "red"},
+            r"unknown option\(s\) for target 'local': colour \(valid: device, host",
+        ),
+        ({"port": "http"}, "option port must be a number"),
+        ({"workers": 0}, "option workers must be between 1"),
+        ({"runtime": "tensorrt"}, "runtime must be native or onnx"),
+    ],
+)
+def test_bad_options_are_refused_up_front(
+    home: Path, local: LocalDeployer, models: dict[str, Any], config: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        local.create("opts", str(models["a"]), config)
+    assert not (home / "deployments").exists()
+
+
+def test_a_bad_name_is_refused(home: Path, local: LocalDeployer, models: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError, match="invalid deployment name"):
+        local.create("../escape", str(models["a"]), {})
