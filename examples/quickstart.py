@@ -71,6 +71,30 @@ def main() -> None:
     print(f"expected:    {y_test[:3].tolist()}")
 
     serve_and_deploy(X_test.head(3))
+    score_a_file()
+
+
+def score_a_file() -> None:
+    """Score a generated 200,000-row Parquet file with `modelpack batch`; print the summary."""
+    rng = np.random.default_rng(1)
+    n = 200_000
+    frame = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "sepal_length": rng.normal(5.8, 0.8, n),
+            "sepal_width": rng.normal(3.0, 0.4, n),
+            "petal_length": rng.normal(3.7, 1.7, n),
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        source, scored = Path(tmp) / "flowers.parquet", Path(tmp) / "scored.parquet"
+        frame.to_parquet(source)
+        cli = [sys.executable, "-m", "modelpack", "batch", f"models:/{MODEL_NAME}@champion"]
+        cli += [str(source), str(scored), "--passthrough", "id", "--no-progress"]
+        summary = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
+        print(f"batch:       {summary.strip()}")
+        result = pd.read_parquet(scored)
+        print(f"scored rows: {len(result)}, first: {result.head(2).to_dict('records')}")
 
 
 def _post(url: str, body: dict[str, Any]) -> Any:
