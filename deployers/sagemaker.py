@@ -6,6 +6,7 @@ Resources are made with sagemaker-core's resource layer on an explicit boto3 ses
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -307,8 +308,10 @@ class SageMakerDeployer:
         aws.check_name(name)
         model_dir = resolve(model_uri)
         digest = aws.model_digest(model_dir)
-        stamp = f"{digest[:8]}-{time.strftime('%Y%m%d%H%M%S')}"
-        resource = f"{name[:39]}-{stamp}"
+        # Unique per call: two updates with one model in one second must not share a name
+        # (the second would delete the config it had just made as the "old" one).
+        stamp = f"{digest[:8]}-{time.strftime('%y%m%d%H%M%S')}{secrets.token_hex(2)}"
+        resource = f"{name[:36]}-{stamp}"
         if settings.image:
             image, push_from = settings.image, None
         elif settings.local_image:
