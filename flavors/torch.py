@@ -164,11 +164,8 @@ class TorchFlavor:
         device = _device(options.device)
         cls = _import_class(str(config["class"]), path, config.get("code"), options)
         args = dict(config.get("init_args") or {})
-        module = _build(cls, args, meta=True)
+        module = _build(cls, args)
         _materialise(module, path, config, device)
-        if _has_meta(module):  # a tensor __init__ made outside the state: build it for real
-            module = _build(cls, args, meta=False)
-            _materialise(module, path, config, device)
         return module.eval()
 
     def predictor(
@@ -286,20 +283,26 @@ def _write_shards(state: dict[str, torch.Tensor], path: Path) -> list[str]:
     return files
 
 
-def _build(cls: type[torch.nn.Module], args: dict[str, Any], *, meta: bool) -> torch.nn.Module:
+def _build(cls: type[torch.nn.Module], args: dict[str, Any]) -> torch.nn.Module:
+    # On the meta device, unless __init__ does what meta tensors cannot (e.g. ``.item()``) or
+    # keeps a tensor outside the state, which no load would fill in: then build it for real.
     import torch
 
     try:
-        if not meta:
-            return cls(**args)
         try:
             with torch.device("meta"):
-                return cls(**args)
+                module = cls(**args)
+            if not any(
+                isinstance(v, torch.Tensor) and v.is_meta
+                for sub in module.modules()
+                for v in vars(sub).values()
+            ):
+                return module
         except TypeError:
             raise
         except Exception:
-            # __init__ did what meta tensors cannot (e.g. .item()): build it for real.
-            return cls(**args)
+            pass
+        return cls(**args)
     except TypeError as exc:
         raise InvalidModelError(
             f"cannot build {cls.__qualname__}(**{args}): {exc}; "
@@ -310,7 +313,7 @@ def _build(cls: type[torch.nn.Module], args: dict[str, Any], *, meta: bool) -> t
 def _check_rebuild(
     cls: type[torch.nn.Module], args: dict[str, Any], state: Mapping[str, Any]
 ) -> None:
-    fresh = {k: tuple(v.shape) for k, v in _build(cls, args, meta=True).state_dict().items()}
+    fresh = {k: tuple(v.shape) for k, v in _build(cls, args).state_dict().items()}
     saved = {k: tuple(v.shape) for k, v in state.items()}
     if fresh != saved:
         diff = sorted(k for k in fresh.keys() | saved.keys() if fresh.get(k) != saved.get(k))
@@ -406,15 +409,6 @@ def _materialise(
 def _owner(module: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
     owner, _, attr = name.rpartition(".")
     return module.get_submodule(owner), attr
-
-
-def _has_meta(module: torch.nn.Module) -> bool:
-    import torch
-
-    tensors = [*module.parameters(), *module.buffers()]
-    for sub in module.modules():
-        tensors += [v for v in vars(sub).values() if isinstance(v, torch.Tensor)]
-    return any(t.is_meta for t in tensors)
 
 
 _FLAVOR = TorchFlavor()
