@@ -2,6 +2,13 @@
 # The GPU checks of issue 4, as run on a lent NVIDIA machine (Python 3.12 image with torch, onnx,
 # scikit-learn; onnxruntime-gpu and the few missing pure-Python deps carried as wheels).
 #   WHEELS=dir-of-wheels OUT=dir-for-results bash benchmarks/gpu/run_gpu_checks.sh
+# WHEELS holds onnxruntime-gpu (cp312, ~255 MB; over a 64 MiB transfer limit it travels in parts:
+# `split -b 55M`, then `cat parts > onnxruntime_gpu-...whl` on the GPU machine) plus skl2onnx,
+# skops, orjson, starlette and uvicorn, which that image lacks:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d WHEELS \
+#       onnxruntime-gpu skl2onnx skops orjson starlette uvicorn
+# Never run so far: no GPU machine was lent to the session that wrote it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/gpu-out}
