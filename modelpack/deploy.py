@@ -71,7 +71,7 @@ def wait_until(
             on_poll(current, elapsed)
         if current.status == "ready":
             return current
-        if current.status == "failed":
+        if current.status in ("failed", "dead"):  # dead: the process went away while we waited
             raise DeploymentError(
                 f"deployment {current.name!r} on {current.target} failed: "
                 f"{current.details.get('reason', 'no reason given')}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -213,44 +213,12 @@ def load(
     flavor: str | None = None,
 ) -> Model:
     """Load any saved model for inference: ``modelpack.load(uri).predict(data)``."""
-    path = resolve(Path(uri) if isinstance(uri, os.PathLike) else uri)
-    descriptor = Descriptor.read(path)
-    name = flavor or descriptor.loader
-    if name not in descriptor.flavors:
-        raise InvalidModelError(
-            f"{path} has no {name!r} flavor (it has: {', '.join(descriptor.flavors)})"
-        )
-    chosen = plugins.flavor(name)
-    config = descriptor.flavors[name]
-    trust = _truthy(os.environ.get(TRUST_ENV)) if trust_pickle is None else trust_pickle
-    options = LoadOptions(device=device, trust_pickle=trust)
-    if config.get("executes_code") or trust:
-        # Never run code from files that have not been verified first.
-        verify_manifest(path, descriptor.files)
-        predictor = chosen.predictor(path / MODEL_SUBDIR, config, options)
-    else:
-        predictor = _load_while_verifying(path, descriptor, chosen, config, options)
+    path, descriptor = _open(uri)
+    chosen = plugins.flavor(_flavor_name(path, descriptor, flavor or descriptor.loader))
+    predictor = _verified(
+        path, descriptor, chosen.name, trust_pickle, device, lambda f, *a: f.predictor(*a)
+    )
     return Model(path, descriptor, chosen, predictor)
-
-
-def _load_while_verifying(
-    path: Path,
-    descriptor: Descriptor,
-    flavor: Flavor,
-    config: Mapping[str, Any],
-    options: LoadOptions,
-) -> Predictor:
-    # Formats that run no code on load (safetensors, skops, ONNX) are read while the manifest
-    # hashes in another thread: the load costs max(read, hash), not their sum.
-    with ThreadPoolExecutor(1) as pool:
-        verified = pool.submit(verify_manifest, path, descriptor.files)
-        try:
-            predictor = flavor.predictor(path / MODEL_SUBDIR, config, options)
-        except Exception:
-            verified.result()  # a corrupt file explains the failure better than the flavor
-            raise
-        verified.result()
-    return predictor
 
 
 def load_native(
@@ -261,16 +229,52 @@ def load_native(
     trust_pickle: bool | None = None,
 ) -> Any:
     """The native object of the ``flavor_name`` flavor (what ``flavors.<name>.load`` calls)."""
+    path, descriptor = _open(uri)
+    name = _flavor_name(path, descriptor, flavor_name)
+    return _verified(path, descriptor, name, trust_pickle, device, lambda f, *a: f.load(*a))
+
+
+def _open(uri: str | os.PathLike[str]) -> tuple[Path, Descriptor]:
     path = resolve(Path(uri) if isinstance(uri, os.PathLike) else uri)
-    descriptor = Descriptor.read(path)
-    if flavor_name not in descriptor.flavors:
+    return path, Descriptor.read(path)
+
+
+def _flavor_name(path: Path, descriptor: Descriptor, name: str) -> str:
+    if name not in descriptor.flavors:
         raise InvalidModelError(
-            f"{path} has no {flavor_name!r} flavor (it has: {', '.join(descriptor.flavors)})"
+            f"{path} has no {name!r} flavor (it has: {', '.join(descriptor.flavors)})"
         )
-    verify_manifest(path, descriptor.files)
+    return name
+
+
+def _verified(
+    path: Path,
+    descriptor: Descriptor,
+    name: str,
+    trust_pickle: bool | None,
+    device: str,
+    build: Callable[[Flavor, Path, Mapping[str, Any], LoadOptions], Any],
+) -> Any:
+    """``build`` the flavor's object once the manifest is verified.
+
+    Formats that run no code when read (safetensors, skops, ONNX) are read while the manifest
+    hashes in another thread, so the load costs max(read, hash), not their sum; anything that
+    may run code from the files (pickle, shipped code, trusted types) waits for the check.
+    """
+    flavor = plugins.flavor(name)
+    config = descriptor.flavors[name]
     trust = _truthy(os.environ.get(TRUST_ENV)) if trust_pickle is None else trust_pickle
-    return plugins.flavor(flavor_name).load(
-        path / MODEL_SUBDIR,
-        descriptor.flavors[flavor_name],
-        LoadOptions(device=device, trust_pickle=trust),
-    )
+    options = LoadOptions(device=device, trust_pickle=trust)
+    args = (flavor, path / MODEL_SUBDIR, config, options)
+    if config.get("executes_code") or trust:
+        verify_manifest(path, descriptor.files)
+        return build(*args)
+    with ThreadPoolExecutor(1) as pool:
+        verified = pool.submit(verify_manifest, path, descriptor.files)
+        try:
+            built = build(*args)
+        except Exception:
+            verified.result()  # a corrupt file explains the failure better than the flavor
+            raise
+        verified.result()
+    return built

@@ -261,10 +261,7 @@ def _wait(
     show: Callable[[str], None],
 ) -> Deployment:
     def check() -> Deployment:
-        current = _as_deployment(deployer.get(name, config))
-        if current.status == "dead":  # gone while we wait for it: it failed to start
-            current.status = "failed"
-        return current
+        return _as_deployment(deployer.get(name, config))
 
     def on_poll(current: Deployment, elapsed: float) -> None:
         show(f"{name} on {current.target}: {current.status} ({elapsed:.0f} s)")
