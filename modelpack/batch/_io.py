@@ -211,42 +211,31 @@ class ChunkWriter(Protocol):
     def close(self) -> None: ...
 
 
-class _ParquetWriter:
-    def __init__(self, path: str) -> None:
+class _ArrowWriter:
+    """Parquet or CSV through pyarrow's writer of that format, opened on the first chunk."""
+
+    def __init__(self, path: str, fmt: str) -> None:
         self.path = path
+        self._fmt = fmt
         self._writer: Any = None
         self._schema: pa.Schema | None = None
 
     def write(self, table: pa.Table) -> None:
-        import pyarrow.parquet as pq
-
         if self._writer is None:
             self._schema = table.schema
-            self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._writer = self._open(table.schema)
         elif table.schema != self._schema:
             table = table.cast(self._schema)
         self._writer.write_table(table)
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+    def _open(self, schema: pa.Schema) -> Any:
+        if self._fmt == "parquet":
+            import pyarrow.parquet as pq
 
-
-class _CsvWriter:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._writer: Any = None
-        self._schema: pa.Schema | None = None
-
-    def write(self, table: pa.Table) -> None:
+            return pq.ParquetWriter(self.path, schema)
         import pyarrow.csv as pcsv
 
-        if self._writer is None:
-            self._schema = table.schema
-            self._writer = pcsv.CSVWriter(self.path, table.schema)
-        elif table.schema != self._schema:
-            table = table.cast(self._schema)
-        self._writer.write_table(table)
+        return pcsv.CSVWriter(self.path, schema)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -265,13 +254,6 @@ class _JsonlWriter:
 
     def close(self) -> None:
         self._fh.close()
-
-
-_WRITERS: dict[str, type[_ParquetWriter] | type[_CsvWriter] | type[_JsonlWriter]] = {
-    "parquet": _ParquetWriter,
-    "csv": _CsvWriter,
-    "jsonl": _JsonlWriter,
-}
 
 
 @contextlib.contextmanager
@@ -305,7 +287,7 @@ def staged_output(uri: str) -> Iterator[str]:
 
 
 def open_writer(path: str, fmt: str) -> ChunkWriter:
-    return _WRITERS[fmt](path)
+    return _JsonlWriter(path) if fmt == "jsonl" else _ArrowWriter(path, fmt)
 
 
 def remove_output(uri: str) -> None:
