@@ -63,6 +63,10 @@ def test_cli_fail_is_one_line_and_exits_2(tmp_path, model_dir):
     assert not (tmp_path / "out.parquet").exists()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_job_leaves_no_output_under_the_final_name(tmp_path, signum):
     from tests.batch._models import SlowScaler
@@ -81,6 +85,9 @@ def test_an_interrupted_job_leaves_no_output_under_the_final_name(tmp_path, sign
         "a",
         "--no-progress",
         env={**os.environ, "MODELPACK_TRUST_PICKLE": "0"},
+        # A shell without job control starts background jobs with SIGINT ignored (as CI
+        # does), and Python keeps that; Ctrl-C at a terminal reaches a default handler.
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 90
     while not any(p.name.startswith(".out.parquet.tmp-") for p in tmp_path.iterdir()):
