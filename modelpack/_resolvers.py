@@ -50,26 +50,48 @@ def _quote(text: str) -> str:
 
 def resolve_runs(uri: str) -> Path:
     """``runs:/RUN_ID/PATH``: the run's artifacts under PATH, rebuilt from the artifact store."""
-    from sqlalchemy import or_, select
-
     from modelpack.artifacts import materialize_files, safe_relpath
-    from modelpack.store.db import read
-    from modelpack.store.schema import run_artifacts as ra
 
     rest = unquote(uri.removeprefix("runs:").lstrip("/"))
     run_id, _, sub = rest.partition("/")
     prefix = safe_relpath(sub) if sub.strip("/") else ""
-    query = select(ra.c.path, ra.c.sha256).where(ra.c.run_id == run_id)
-    if prefix:
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        query = query.where(or_(ra.c.path == prefix, ra.c.path.like(f"{escaped}/%", escape="\\")))
-    with read() as conn:
-        rows = conn.execute(query).all()
+    rows = _remote_run_artifacts(run_id, prefix)
+    if rows is None:
+        rows = _local_run_artifacts(run_id, prefix)
     if not rows:
         raise ModelNotFoundError(f"{uri}: run {run_id!r} has no artifacts under {sub or '/'!r}")
     cut = len(prefix) + 1 if prefix else 0
     files = {path[cut:] if path != prefix else Path(path).name: sha for path, sha in rows}
     return materialize_files(files)
+
+
+def _remote_run_artifacts(run_id: str, prefix: str) -> list[tuple[str, str]] | None:
+    from modelpack._rest import client
+
+    if client() is None:
+        return None
+    from modelpack.tracking._backend import backend
+
+    found = backend().list_artifacts(run_id)
+    return [
+        (path, sha)
+        for path, (sha, _size) in found.items()
+        if not prefix or path == prefix or path.startswith(f"{prefix}/")
+    ]
+
+
+def _local_run_artifacts(run_id: str, prefix: str) -> list[tuple[str, str]]:
+    from sqlalchemy import or_, select
+
+    from modelpack.store.db import read
+    from modelpack.store.schema import run_artifacts as ra
+
+    query = select(ra.c.path, ra.c.sha256).where(ra.c.run_id == run_id)
+    if prefix:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(or_(ra.c.path == prefix, ra.c.path.like(f"{escaped}/%", escape="\\")))
+    with read() as conn:
+        return [(path, sha) for path, sha in conn.execute(query)]
 
 
 def resolve_s3(uri: str) -> Path:

@@ -103,7 +103,18 @@ class LocalArtifactStore:
 
 
 def default_store() -> ArtifactStore:
-    """The store named by ``MODELPACK_ARTIFACT_URI``, else ``$MODELPACK_HOME/artifacts``."""
+    """The team server's store when ``MODELPACK_TRACKING_URI`` is set; else the store named by
+    ``MODELPACK_ARTIFACT_URI``, else ``$MODELPACK_HOME/artifacts``."""
+    from modelpack._rest import RestArtifactStore, client
+
+    api = client()
+    if api is not None:
+        return RestArtifactStore(api)
+    return local_store()
+
+
+def local_store() -> ArtifactStore:
+    """The store this process reaches directly (what a team server stores into)."""
     uri = os.environ.get(ARTIFACT_ENV)
     if uri and uri.startswith("s3://"):
         from modelpack._s3 import S3ArtifactStore

@@ -226,3 +226,35 @@ class ParityError(ConversionError):
     def __init__(self, message: str, *, diffs: dict[str, dict[str, float]]) -> None:
         super().__init__(message, diffs=diffs)
         self.diffs = diffs
+
+
+class AuthenticationError(ModelpackError, PermissionError):
+    """A server that requires a token got none, or one it does not know."""
+
+    code = "unauthenticated"
+    http_status = 401
+
+
+class PermissionDeniedError(ModelpackError, PermissionError):
+    """The token is valid but its role does not allow this call."""
+
+    code = "permission_denied"
+    http_status = 403
+
+
+class ServerUnavailableError(ModelpackError, ConnectionError):
+    """The tracking server at ``MODELPACK_TRACKING_URI`` cannot be reached or answered 5xx."""
+
+    code = "server_unavailable"
+    http_status = 502
+
+
+def error_class(code: str) -> type[ModelpackError]:
+    """The error class whose ``code`` is ``code`` (``ModelpackError`` for an unknown one)."""
+    pending: list[type[ModelpackError]] = [ModelpackError]
+    while pending:
+        cls = pending.pop()
+        if cls.code == code:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return ModelpackError

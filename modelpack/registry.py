@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from modelpack import _registry_remote as _remote
 from modelpack._registry_sql import (
     MODEL_FIELDS,
     VERSION_FIELDS,
@@ -32,6 +33,8 @@ from modelpack._registry_sql import (
     version_query,
     where,
 )
+from modelpack._rest import client as _client
+from modelpack.descriptor import Descriptor
 from modelpack.errors import InvalidInputError, ModelNotFoundError, RegistryConflictError
 from modelpack.store.db import get_engine, now_ms, read, write
 from modelpack.store.schema import (
@@ -158,7 +161,45 @@ def register(
         source = str(Path(source).expanduser().resolve())
     if run_id is None and source.startswith("runs:/"):
         run_id = source.removeprefix("runs:/").split("/", 1)[0]
+    if (api := _client()) is not None:
+        return _remote.register(
+            api,
+            name,
+            path,
+            source=source,
+            run_id=run_id,
+            parent=(parent_name, parent_version),
+            tags=dict(tag_rows),
+            description=description,
+        )
     descriptor_sha, descriptor = store_model(default_store(), path)  # blobs first, then the row
+    return register_stored(
+        name,
+        descriptor_sha,
+        descriptor,
+        source=source,
+        run_id=run_id,
+        parent=(parent_name, parent_version),
+        tags=tag_rows,
+        description=description,
+    )
+
+
+def register_stored(
+    name: str,
+    descriptor_sha: str,
+    descriptor: Descriptor,
+    *,
+    source: str,
+    run_id: str | None,
+    parent: tuple[str | None, int | None],
+    tags: list[tuple[str, str]],
+    description: str | None,
+) -> ModelVersion:
+    """Write the version row of a model whose blobs are already in the artifact store."""
+    _check_name(name)
+    parent_name, parent_version = parent
+    tag_rows = [_check_tag(k, v) for k, v in tags]
     now = now_ms()
     row = {
         "source": source,
@@ -223,11 +264,15 @@ def _next_version(conn: Connection, name: str, now: int) -> tuple[int, int]:
 
 
 def get_version(name: str, version: int | str) -> ModelVersion:
+    if (api := _client()) is not None:
+        return _remote.get_version(api, name, version)
     with read() as conn:
         return _load_version(conn, _version_id(conn, name, int(version)))
 
 
 def latest_version(name: str) -> ModelVersion:
+    if (api := _client()) is not None:
+        return _remote.get_version(api, name, "latest")
     with read() as conn:
         model_id = _model_id(conn, name)
         found = conn.execute(
@@ -239,6 +284,8 @@ def latest_version(name: str) -> ModelVersion:
 
 
 def get_by_alias(name: str, alias: str) -> ModelVersion:
+    if (api := _client()) is not None:
+        return _remote.get_by_alias(api, name, alias)
     with read() as conn:
         model_id = _model_id(conn, name)
         found = conn.execute(
@@ -259,6 +306,8 @@ def search_versions(
     page_token: str | None = None,
 ) -> Page[ModelVersion]:
     """Versions matching ``filter`` (syntax in docs/registry.md), one page at a time."""
+    if (api := _client()) is not None:
+        return _remote.search_versions(api, filter, order_by, max_results, page_token)
     query = version_query()
     condition = where(filter, VERSION_FIELDS, version_condition)
     if condition is not None:
@@ -270,6 +319,8 @@ def search_versions(
 
 
 def set_alias(name: str, alias: str, version: int | str) -> ModelVersion:
+    if (api := _client()) is not None:
+        return _remote.set_alias(api, name, alias, version)
     _check_name(alias, "alias")
     if alias.lower() == "latest" or alias.isdigit():
         raise InvalidInputError(f"invalid alias {alias!r}: 'latest' and numbers are reserved")
@@ -285,6 +336,8 @@ def set_alias(name: str, alias: str, version: int | str) -> ModelVersion:
 
 
 def delete_alias(name: str, alias: str) -> None:
+    if (api := _client()) is not None:
+        return _remote.delete_alias(api, name, alias)
     with write() as conn:
         model_id = _model_id(conn, name)
         gone = conn.execute(
@@ -319,6 +372,8 @@ def transition(
     user: str | None = None,
 ) -> ModelVersion:
     """Move a version to ``stage`` and record who, when, from, to and why in its history."""
+    if (api := _client()) is not None:
+        return _remote.transition(api, name, version, stage, comment, user)
     to_stage = normalize_stage(stage)
     who = user or os.environ.get("MODELPACK_USER") or getpass.getuser()
     with write() as conn:
@@ -340,6 +395,8 @@ def transition(
 
 
 def history(name: str, version: int | str | None = None) -> list[StageTransition]:
+    if (api := _client()) is not None:
+        return _remote.history(api, name, version)
     st = stage_transitions
     with read() as conn:
         query = select(st).where(st.c.model_id == _model_id(conn, name))
@@ -353,6 +410,8 @@ def history(name: str, version: int | str | None = None) -> list[StageTransition
 
 
 def set_tag(name: str, version: int | str, key: str, value: Any) -> None:
+    if (api := _client()) is not None:
+        return _remote.set_tag(api, name, version, *_check_tag(key, value))
     key, text = _check_tag(key, value)
     with write() as conn:
         version_id = _version_id(conn, name, int(version))
@@ -363,6 +422,8 @@ def set_tag(name: str, version: int | str, key: str, value: Any) -> None:
 
 
 def delete_tag(name: str, version: int | str, key: str) -> None:
+    if (api := _client()) is not None:
+        return _remote.delete_tag(api, name, version, key)
     with write() as conn:
         version_id = _version_id(conn, name, int(version))
         vt = version_tags
@@ -374,6 +435,8 @@ def delete_tag(name: str, version: int | str, key: str) -> None:
 def update_version(
     name: str, version: int | str, *, description: str | None = None
 ) -> ModelVersion:
+    if (api := _client()) is not None:
+        return _remote.update_version(api, name, version, description)
     with write() as conn:
         version_id = _version_id(conn, name, int(version))
         _touch_version(conn, version_id, description=description)
@@ -382,6 +445,8 @@ def update_version(
 
 def delete_version(name: str, version: int | str) -> None:
     """Delete a version (its number is never reused); its stage history is kept."""
+    if (api := _client()) is not None:
+        return _remote.delete_version(api, name, version)
     with write() as conn:
         version_id = _version_id(conn, name, int(version))
         conn.execute(delete(aliases).where(aliases.c.version_id == version_id))
@@ -392,6 +457,10 @@ def delete_version(name: str, version: int | str) -> None:
 def create_model(
     name: str, *, description: str | None = None, tags: Mapping[str, Any] | None = None
 ) -> RegisteredModel:
+    if (api := _client()) is not None:
+        return _remote.create_model(
+            api, name, description, dict(_check_tag(k, v) for k, v in (tags or {}).items())
+        )
     _check_name(name)
     tag_rows = [_check_tag(k, v) for k, v in (tags or {}).items()]
     now = now_ms()
@@ -417,6 +486,8 @@ def _load_model(conn: Connection, name: str) -> RegisteredModel:
 
 
 def get_model(name: str) -> RegisteredModel:
+    if (api := _client()) is not None:
+        return _remote.get_model(api, name)
     with read() as conn:
         return _load_model(conn, name)
 
@@ -428,6 +499,8 @@ def search_models(
     max_results: int = 100,
     page_token: str | None = None,
 ) -> Page[RegisteredModel]:
+    if (api := _client()) is not None:
+        return _remote.search_models(api, filter, order_by, max_results, page_token)
     query = select(rm)
     condition = where(filter, MODEL_FIELDS, model_condition)
     if condition is not None:
@@ -439,6 +512,8 @@ def search_models(
 
 
 def set_model_tag(name: str, key: str, value: Any) -> None:
+    if (api := _client()) is not None:
+        return _remote.set_model_tag(api, name, *_check_tag(key, value))
     key, text = _check_tag(key, value)
     with write() as conn:
         model_id = _model_id(conn, name)
@@ -449,6 +524,8 @@ def set_model_tag(name: str, key: str, value: Any) -> None:
 
 
 def delete_model_tag(name: str, key: str) -> None:
+    if (api := _client()) is not None:
+        return _remote.delete_model_tag(api, name, key)
     with write() as conn:
         mt = model_tags
         model_id = _model_id(conn, name)
@@ -458,6 +535,8 @@ def delete_model_tag(name: str, key: str) -> None:
 
 
 def update_model(name: str, *, description: str | None = None) -> RegisteredModel:
+    if (api := _client()) is not None:
+        return _remote.update_model(api, name, description)
     with write() as conn:
         model_id = _model_id(conn, name)
         values = {"description": description, "updated_at": now_ms()}
@@ -467,6 +546,8 @@ def update_model(name: str, *, description: str | None = None) -> RegisteredMode
 
 def delete_model(name: str) -> None:
     """Delete a registered model with all its versions, aliases, tags and history."""
+    if (api := _client()) is not None:
+        return _remote.delete_model(api, name)
     with write() as conn:
         model_id = _model_id(conn, name)
         ids = select(mv.c.id).where(mv.c.model_id == model_id).scalar_subquery()

@@ -35,6 +35,7 @@ def _register() -> None:
         registry_commands,
         runs_commands,
         serve_commands,
+        server_commands,
     )
 
     batch_commands.register(app)
@@ -45,6 +46,7 @@ def _register() -> None:
     registry_commands.register(app)
     runs_commands.register(app)
     serve_commands.register(app)
+    server_commands.register(app)
 
 
 def _show_warning(

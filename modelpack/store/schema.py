@@ -165,3 +165,15 @@ run_artifacts = Table(
     Column("size", BigInteger, nullable=False),
     PrimaryKeyConstraint("run_id", "path"),
 )
+
+# Bearer tokens of the team server: only the token's sha256 is stored, never the token.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(NAME)),
+    Column("role", String(16), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+)

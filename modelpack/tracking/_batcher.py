@@ -13,17 +13,16 @@ import os
 import threading
 from typing import Any
 
-from sqlalchemy import Engine
-
-from modelpack.tracking import _store, hooks
+from modelpack.tracking import hooks
+from modelpack.tracking._backend import TrackingBackend
 
 INTERVAL_S = 1.0
 BATCH = 5_000
 MAX_PENDING = 200_000
 
 log = logging.getLogger("modelpack.tracking")
-# (engine, run_id, key, value, step, timestamp): a tuple is the cheapest thing to append.
-Pending = tuple[Engine, str, str, float, int, int]
+# (backend, run_id, key, value, step, timestamp): a tuple is the cheapest thing to append.
+Pending = tuple[TrackingBackend, str, str, float, int, int]
 Row = tuple[str, str, float, int, int]
 
 
@@ -54,11 +53,11 @@ class MetricBatcher:
                 pending, self._pending = self._pending, []
             if not pending:
                 return
-            groups: dict[Engine, list[Row]] = {}
+            groups: dict[TrackingBackend, list[Row]] = {}
             for item in pending:
                 groups.setdefault(item[0], []).append(item[1:])
-            for engine, rows in groups.items():
-                _store.insert_metrics(engine, rows)
+            for store, rows in groups.items():
+                store.insert_metrics(rows)
                 _emit(rows)
 
     def _start(self) -> None:

@@ -265,3 +265,34 @@ def _hydrate(conn: Connection, ids: Sequence[str], by_id: Mapping[str, Run]) -> 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def list_experiments(engine: Engine) -> list[dict[str, Any]]:
+    """Every experiment with its run count and latest run start, newest activity first."""
+    e, r = experiments.c, runs.c
+    query = (
+        select(e.id, e.name, func.count(r.id), func.max(r.start_time))
+        .join_from(experiments, runs, r.experiment_id == e.id, isouter=True)
+        .group_by(e.id, e.name)
+        .order_by(func.coalesce(func.max(r.start_time), 0).desc(), e.name)
+    )
+    with read(engine) as conn:
+        return [
+            {"id": int(i), "name": n, "run_count": int(c), "last_run_time": t}
+            for i, n, c, t in conn.execute(query)
+        ]
+
+
+def metric_histories(engine: Engine, run_id: str) -> dict[str, list[Metric]]:
+    """Every metric of a run, each key's values ordered by step (one query)."""
+    m = metrics.c
+    query = (
+        select(m.key, m.value, m.step, m.timestamp)
+        .where(m.run_id == run_id)
+        .order_by(m.key, m.step, m.timestamp, m.id)
+    )
+    found: dict[str, list[Metric]] = {}
+    with read(engine) as conn:
+        for k, v, s, t in conn.execute(query):
+            found.setdefault(k, []).append(Metric(k, float(v), int(s), int(t)))
+    return found

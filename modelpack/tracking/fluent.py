@@ -19,11 +19,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine
-
 from modelpack.errors import InvalidInputError, RunStateError
-from modelpack.store.db import get_engine, now_ms
+from modelpack.store.db import now_ms
 from modelpack.tracking import _store, hooks
+from modelpack.tracking._backend import TrackingBackend, backend
 from modelpack.tracking._batcher import batcher
 from modelpack.tracking._store import Metric, Run
 
@@ -40,9 +39,14 @@ class ActiveRun:
     """A run being tracked; a context manager that ends it. ``data`` reads it back."""
 
     def __init__(
-        self, engine: Engine, run_id: str, experiment: str, name: str | None, parent_id: str | None
+        self,
+        store: TrackingBackend,
+        run_id: str,
+        experiment: str,
+        name: str | None,
+        parent_id: str | None,
     ) -> None:
-        self.engine = engine
+        self.store = store
         self.id = run_id
         self.experiment = experiment
         self.name = name
@@ -78,7 +82,7 @@ class ActiveRun:
         try:
             batcher.flush()
         finally:
-            _store.end_run(self.engine, self.id, status)
+            self.store.end_run(self.id, status)
             hooks.emit("run_ended", {"run_id": self.id, "status": status, "end_time": now_ms()})
 
     def __enter__(self) -> ActiveRun:
@@ -122,12 +126,11 @@ def start_run(
     if run_name is not None:
         _store.check_name(run_name, "run name")
     tag_values = {_store.check_key(k, "tag key"): str(v) for k, v in (tags or {}).items()}
-    engine = get_engine()
+    store = backend()
     run_id = uuid.uuid4().hex
     parent_id = parent.id if parent else None
-    exp_id = _store.experiment_id(engine, name)
-    start = _store.create_run(engine, run_id, exp_id, run_name, parent_id, tag_values)
-    run = ActiveRun(engine, run_id, name, run_name, parent_id)
+    start = store.create_run(run_id, name, run_name, parent_id, tag_values)
+    run = ActiveRun(store, run_id, name, run_name, parent_id)
     _stack.set((*stack, run))
     hooks.emit(
         "run_started",
@@ -174,7 +177,7 @@ def log_params(values: Mapping[str, Any]) -> None:
     checked = {_store.check_key(k, "param key"): str(v) for k, v in values.items()}
     if not checked:
         return
-    added = _store.log_params(run.engine, run.id, checked)
+    added = run.store.log_params(run.id, checked)
     if added:
         hooks.emit("param_logged", {"run_id": run.id, "params": added})
 
@@ -187,7 +190,7 @@ def set_tags(values: Mapping[str, Any]) -> None:
     run = _require()
     checked = {_store.check_key(k, "tag key"): str(v) for k, v in values.items()}
     if checked:
-        _store.set_tags(run.engine, run.id, checked)
+        run.store.set_tags(run.id, checked)
         hooks.emit("tag_set", {"run_id": run.id, "tags": checked})
 
 
@@ -210,7 +213,7 @@ def log_metric(
         return
     batcher.add(
         (
-            run.engine,
+            run.store,
             run.id,
             key,
             number,
@@ -240,7 +243,7 @@ def flush() -> None:
 
 def get_run(run_id: str) -> Run:
     batcher.flush()
-    return _store.get_run(get_engine(), run_id)
+    return backend().get_run(run_id)
 
 
 def search_runs(
@@ -248,18 +251,18 @@ def search_runs(
 ) -> list[Run]:
     """Runs newest first, optionally of one experiment or children of one run."""
     batcher.flush()
-    return _store.search_runs(
-        get_engine(), experiment=experiment, parent_id=parent_id, max_results=max_results
+    return backend().search_runs(
+        experiment=experiment, parent_id=parent_id, max_results=max_results
     )
 
 
 def get_metric_history(run_id: str, key: str) -> list[Metric]:
     batcher.flush()
-    return _store.metric_history(get_engine(), run_id, key)
+    return backend().metric_history(run_id, key)
 
 
 def list_artifacts(run_id: str) -> dict[str, tuple[str, int]]:
-    return _store.list_artifacts(get_engine(), run_id)
+    return backend().list_artifacts(run_id)
 
 
 def log_artifact(local_path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
@@ -309,7 +312,7 @@ def _put(
         files = {safe_relpath(f"{dest}/{rel}"): entry for rel, entry in tree.items()}
     else:
         files = {dest: (store.put_file(source), source.stat().st_size)}
-    _store.add_artifacts(run.engine, run.id, files, replace=dest if replace else None)
+    run.store.add_artifacts(run.id, files, dest if replace else None)
     return files
 
 
