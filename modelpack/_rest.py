@@ -8,7 +8,7 @@ the standard library's ``http.client`` (one keep-alive connection per thread), s
 
 from __future__ import annotations
 
-import hashlib
+import atexit
 import http.client
 import os
 import threading
@@ -98,6 +98,14 @@ class RestClient:
         self._port = parts.port
         self._prefix = parts.path.rstrip("/")
         self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []  # of every thread, for close()
+        self._open_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._open_lock:
+            found, self._open = self._open, []
+        for conn in found:
+            conn.close()
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -107,6 +115,8 @@ class RestClient:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self.timeout, blocksize=CHUNK)
             self._local.conn = conn
+            with self._open_lock:
+                self._open.append(conn)
         return conn
 
     def _drop_connection(self) -> None:
@@ -114,6 +124,9 @@ class RestClient:
         if conn is not None:
             conn.close()
             self._local.conn = None
+            with self._open_lock:
+                if conn in self._open:
+                    self._open.remove(conn)
 
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
@@ -279,5 +292,13 @@ class RestArtifactStore:
         return None
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def close_all() -> None:
+    """Close every client's connections (at exit, and when a test's server goes away)."""
+    with _lock:
+        found = list(_clients.values())
+        _clients.clear()
+    for rest in found:
+        rest.close()
+
+
+atexit.register(close_all)

@@ -435,7 +435,7 @@ def add_artifacts(call: Call) -> None:
 def list_deployments(call: Call) -> Any:
     from modelpack.plugins import get_plugin
 
-    found = []
+    found: list[dict[str, Any]] = []
     for target in ("local", "onnx"):
         try:
             deployer = get_plugin("deployer", target)

@@ -89,14 +89,13 @@ def _create_database(server: str) -> str:
     return f"{server}/{name}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_uri(
+def _sql_store(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
-    """A fresh, empty store (and MODELPACK_HOME) for one test, on each backend."""
     home = tmp_path / "home"
     monkeypatch.setenv("MODELPACK_HOME", str(home))
-    monkeypatch.delenv("MODELPACK_ARTIFACT_URI", raising=False)
+    for name in ("MODELPACK_ARTIFACT_URI", "MODELPACK_TRACKING_URI", "MODELPACK_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     if request.param == "sqlite":
         uri = f"sqlite:///{home / 'modelpack.db'}"
     else:
@@ -106,6 +105,47 @@ def store_uri(
         yield uri
     finally:
         db.dispose_all()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql_store_uri(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh, empty SQL store (and MODELPACK_HOME) for one test, on each backend."""
+    yield from _sql_store(request, tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "server"])
+def store_uri(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh, empty store for one test: SQLite, PostgreSQL, or a live team server.
+
+    With "server", a `modelpack server` keeps its store and blobs under ``tmp_path/home`` (where
+    the SQL params keep theirs), and this process is its client: MODELPACK_TRACKING_URI is set
+    and MODELPACK_HOME is another directory, so nothing can reach the store but the API.
+    """
+    if request.param != "server":
+        yield from _sql_store(request, tmp_path, monkeypatch)
+        return
+    from modelpack._rest import close_all
+    from tests._team_server import team_server
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("MODELPACK_HOME", str(tmp_path / "client-home"))
+    for name in ("MODELPACK_ARTIFACT_URI", "MODELPACK_STORE_URI", "MODELPACK_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with team_server(home) as url:
+        monkeypatch.setenv("MODELPACK_TRACKING_URI", url)
+        try:
+            yield url
+        finally:
+            from modelpack.tracking._batcher import batcher
+
+            batcher.flush()
+            close_all()
+            db.dispose_all()
 
 
 @pytest.fixture

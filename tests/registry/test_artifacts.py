@@ -61,7 +61,7 @@ def test_materialize_verifies_and_hardlinks(tmp_path, monkeypatch):
         materialize(sha, store)
 
 
-def test_s3_store_dedupes_and_loads(store_uri, s3_bucket, tmp_path, monkeypatch):
+def test_s3_store_dedupes_and_loads(sql_store_uri, s3_bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("MODELPACK_ARTIFACT_URI", f"s3://{s3_bucket}/team")
     registry.register("m", save_small(tmp_path / "a", WEIGHTS))
     store = S3ArtifactStore(f"s3://{s3_bucket}/team")
@@ -92,7 +92,7 @@ def test_s3_model_directory_uri(s3_bucket, tmp_path, monkeypatch):
         modelpack.load(f"s3://{s3_bucket}/models/m")
 
 
-def test_runs_uri_rebuilds_the_subtree(store_uri, tmp_path):
+def test_runs_uri_rebuilds_the_subtree(sql_store_uri, tmp_path):
     from sqlalchemy import insert
 
     from modelpack.artifacts import default_store, put_tree

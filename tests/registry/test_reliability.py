@@ -58,7 +58,7 @@ def _blobs_are_whole(root: Path) -> None:
 
 
 @pytest.mark.parametrize("moment", ["hang-upload", "hang-insert"])
-def test_sigkill_mid_register_leaves_no_broken_version(store_uri, tmp_path, moment):
+def test_sigkill_mid_register_leaves_no_broken_version(sql_store_uri, tmp_path, moment):
     model = save_small(tmp_path / "m", weights=os.urandom(2 << 20))
     registry.create_model("k")
     marker = tmp_path / "marker"

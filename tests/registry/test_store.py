@@ -9,8 +9,8 @@ from modelpack.store import db
 from modelpack.store.schema import metadata, model_versions, registered_models, stage_transitions
 
 
-def test_upgrade_from_0001_keeps_the_data(store_uri):
-    engine = db.open_engine(store_uri)
+def test_upgrade_from_0001_keeps_the_data(sql_store_uri):
+    engine = db.open_engine(sql_store_uri)
     db.upgrade(engine, "0001")
     with engine.begin() as conn:
         assert db.current_revision(conn) == "0001"
@@ -44,7 +44,7 @@ def test_upgrade_from_0001_keeps_the_data(store_uri):
     assert registry.history("old 'one'")[0].from_stage == "Production"
 
 
-def test_migrations_create_exactly_the_schema(store_uri):
+def test_migrations_create_exactly_the_schema(sql_store_uri):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
@@ -53,8 +53,8 @@ def test_migrations_create_exactly_the_schema(store_uri):
     assert diff == []
 
 
-def test_sqlite_runs_in_wal_mode(store_uri):
-    if not store_uri.startswith("sqlite"):
+def test_sqlite_runs_in_wal_mode(sql_store_uri):
+    if not sql_store_uri.startswith("sqlite"):
         return
     with db.read() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
