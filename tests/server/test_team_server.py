@@ -283,3 +283,23 @@ def test_set_tracking_uri_switches_in_process(server, tmp_path, monkeypatch):
     finally:
         set_tracking_uri(None)
     assert not (tmp_path / "client-home" / "modelpack.db").exists()
+
+
+def test_cors_is_off_unless_an_origin_is_given(tmp_path, client_env):
+    preflight = {
+        "Origin": "https://ui.example",
+        "Access-Control-Request-Method": "PUT",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    home = tmp_path / "home"
+    home.mkdir()
+    with team_server(home) as url:
+        answer = httpx.get(f"{url}/api/v1/models", headers={"Origin": "https://ui.example"})
+        assert "access-control-allow-origin" not in answer.headers
+        assert httpx.options(f"{url}/api/v1/models", headers=preflight).status_code == 405
+    with team_server(home, "--cors-origin", "https://ui.example") as url:
+        answer = httpx.options(f"{url}/api/v1/models", headers=preflight)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == "https://ui.example"
+        other = httpx.get(f"{url}/api/v1/models", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
