@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-import orjson
 import typer
 
+from modelpack.cli._output import echo_json, table, when
 from modelpack.errors import InvalidInputError
 
 registry_app = typer.Typer(
@@ -25,29 +24,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(registry_app, name="registry")
 
 
-def _echo_json(obj: Any) -> None:
-    typer.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())
-
-
-def _when(ms: int | None) -> str:
-    if ms is None:
-        return "-"
-    moment = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc)
-    return moment.isoformat(timespec="seconds")
-
-
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table()
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*("-" if v is None or v == "" else str(v) for v in row))
-    Console(width=200).print(table)
-
-
 def _parse_tags(items: Sequence[str] | None) -> dict[str, str]:
     tags = {}
     for item in items or ():
@@ -61,9 +37,9 @@ def _parse_tags(items: Sequence[str] | None) -> dict[str, str]:
 def _show_versions(versions: Sequence[Any], as_json: bool, token: str | None = None) -> None:
     if as_json:
         body: Any = [v.to_dict() for v in versions]
-        _echo_json({"versions": body, "next_page_token": token} if token else body)
+        echo_json({"versions": body, "next_page_token": token} if token else body)
         return
-    _table(
+    table(
         ("name", "version", "stage", "aliases", "tags", "run_id", "created", "source"),
         [
             (
@@ -73,7 +49,7 @@ def _show_versions(versions: Sequence[Any], as_json: bool, token: str | None = N
                 ", ".join(v.aliases),
                 ", ".join(f"{k}={t}" for k, t in v.tags.items()),
                 v.run_id,
-                _when(v.created_at),
+                when(v.created_at),
                 v.source,
             )
             for v in versions
@@ -193,12 +169,12 @@ def history(
 
     events = registry.history(name, version)
     if as_json:
-        _echo_json([e.to_dict() for e in events])
+        echo_json([e.to_dict() for e in events])
         return
-    _table(
+    table(
         ("version", "when", "user", "from", "to", "comment"),
         [
-            (e.version, _when(e.timestamp), e.user, e.from_stage, e.to_stage or "None", e.comment)
+            (e.version, when(e.timestamp), e.user, e.from_stage, e.to_stage or "None", e.comment)
             for e in events
         ],
     )
@@ -231,9 +207,9 @@ def delete_version(name: str, version: str) -> None:
 def _show_models(models: Sequence[Any], as_json: bool, token: str | None = None) -> None:
     if as_json:
         body: Any = [m.to_dict() for m in models]
-        _echo_json({"models": body, "next_page_token": token} if token else body)
+        echo_json({"models": body, "next_page_token": token} if token else body)
         return
-    _table(
+    table(
         ("name", "latest", "aliases", "tags", "updated", "description"),
         [
             (
@@ -241,7 +217,7 @@ def _show_models(models: Sequence[Any], as_json: bool, token: str | None = None)
                 m.latest_version,
                 ", ".join(f"{a}->{v}" for a, v in m.aliases.items()),
                 ", ".join(f"{k}={t}" for k, t in m.tags.items()),
-                _when(m.updated_at),
+                when(m.updated_at),
                 m.description,
             )
             for m in models

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelpack.cli.registry_commands import _echo_json, _table, _when
+from modelpack.cli._output import echo_json, table, when
 
 runs_app = typer.Typer(help="Tracking runs: params, metrics and tags.", no_args_is_help=True)
 
@@ -45,12 +45,12 @@ def list_runs(
 
     found = search_runs(experiment, max_results=limit)
     if as_json:
-        _echo_json([run.to_dict() for run in found])
+        echo_json([run.to_dict() for run in found])
         return
-    _table(
+    table(
         ("run_id", "experiment", "name", "status", "started", "duration", "parent"),
         [
-            (r.id, r.experiment, r.name, r.status, _when(r.start_time), _duration(r), r.parent_id)
+            (r.id, r.experiment, r.name, r.status, when(r.start_time), _duration(r), r.parent_id)
             for r in found
         ],
     )
@@ -68,24 +68,24 @@ def show_run(
     if as_json:
         body = run.to_dict()
         body["artifacts"] = {p: {"sha256": s, "size": n} for p, (s, n) in artifacts.items()}
-        _echo_json(body)
+        echo_json(body)
         return
     info = [
         ("run_id", run.id),
         ("experiment", run.experiment),
         ("name", run.name),
         ("status", run.status),
-        ("started", _when(run.start_time)),
-        ("ended", _when(run.end_time)),
+        ("started", when(run.start_time)),
+        ("ended", when(run.end_time)),
         ("duration", _duration(run)),
         ("parent", run.parent_id),
     ]
-    _table(("field", "value"), info)
+    table(("field", "value"), info)
     for title, values in (("param", run.params), ("metric", run.metrics), ("tag", run.tags)):
         if values:
-            _table((title, "value"), [(k, _value(v)) for k, v in values.items()])
+            table((title, "value"), [(k, _value(v)) for k, v in values.items()])
     if artifacts:
-        _table(("artifact", "size"), [(p, n) for p, (_s, n) in artifacts.items()])
+        table(("artifact", "size"), [(p, n) for p, (_s, n) in artifacts.items()])
 
 
 @runs_app.command("compare")
@@ -98,11 +98,11 @@ def compare_runs(
 
     found = [get_run(run_id) for run_id in run_ids]
     if as_json:
-        _echo_json({"runs": [run.to_dict() for run in found]})
+        echo_json({"runs": [run.to_dict() for run in found]})
         return
     columns = ["", *(f"{r.name or r.id[:8]} ({r.id[:8]})" for r in found)]
-    _table(columns, _side_by_side("param", [r.params for r in found]))
-    _table(columns, _side_by_side("metric", [r.metrics for r in found]))
+    table(columns, _side_by_side("param", [r.params for r in found]))
+    table(columns, _side_by_side("metric", [r.metrics for r in found]))
 
 
 def _side_by_side(kind: str, values: Sequence[dict[str, Any]]) -> list[list[str]]:

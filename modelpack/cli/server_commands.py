@@ -113,14 +113,14 @@ def token_create(
 @token_app.command("list")
 def token_list() -> None:
     """Tokens: id, name, role, created, revoked (never the token itself)."""
-    from modelpack.cli.registry_commands import _table, _when
+    from modelpack.cli._output import table, when
     from modelpack.server._auth import list_tokens
 
     rows = [
-        (t["id"], t["name"] or "-", t["role"], _when(t["created_at"]), _when(t["revoked_at"]))
+        (t["id"], t["name"] or "-", t["role"], when(t["created_at"]), when(t["revoked_at"]))
         for t in list_tokens()
     ]
-    _table(["id", "name", "role", "created", "revoked"], rows)
+    table(["id", "name", "role", "created", "revoked"], rows)
 
 
 @token_app.command("revoke")
