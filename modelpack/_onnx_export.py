@@ -11,14 +11,15 @@ import io
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelpack._onnx_graph import concat_columns, fresh_name, keep_outputs
 from modelpack.errors import ConversionError
-from modelpack.signature import Signature
+from modelpack.signature import ColSpec, Signature
 
 if TYPE_CHECKING:
     import onnx
@@ -57,44 +58,156 @@ def sklearn_to_onnx(
     if predict_method not in ("predict", "predict_proba", "transform"):
         raise ConversionError(f"cannot convert predict_method={predict_method!r} to ONNX")
     options = {"zipmap": False} if classifier else None
+    if signature.inputs.is_tensor:
+        model = _skl2onnx(
+            estimator, lambda double: _tensor_types(signature, double), options, opset
+        )
+    else:
+        model = _columns_to_onnx(estimator, signature.inputs.columns, options, opset)
+    if classifier and predict_method in _SKLEARN_OUTPUTS:
+        keep_outputs(model, [_SKLEARN_OUTPUTS[predict_method]])
+    return model
+
+
+def _skl2onnx(
+    estimator: Any,
+    initial_types: Callable[[bool], list[tuple[str, Any]]],
+    options: dict[str, Any] | None,
+    opset: int | None,
+    doubles: tuple[bool, ...] = (True, False),
+) -> onnx.ModelProto:
+    from modelpack.flavors.onnx import OnnxFlavor
+
     errors = []
     # float64 first: the same arithmetic as scikit-learn; float32 where a converter has no double.
-    for double in (True, False):
+    for double in doubles:
         try:
             with _quiet():
                 from skl2onnx import to_onnx
 
                 model = to_onnx(
                     estimator,
-                    initial_types=_initial_types(signature, double=double),
+                    initial_types=initial_types(double),
                     options=options,
                     target_opset=opset,
                 )
-            break
+                # Some converters write double graphs ONNX Runtime refuses (tree ensembles whose
+                # ai.onnx.ml opset has no double): those take the float32 way too.
+                OnnxFlavor().wrap(model, {})
+                return model
         except ConversionError:
             raise
         except Exception as exc:
             errors.append(_first_line(exc))
-    else:
-        raise ConversionError(
-            f"skl2onnx cannot convert {type(estimator).__name__}: {errors[-1]}", errors=errors
+    raise ConversionError(
+        f"skl2onnx cannot convert {type(estimator).__name__}: {errors[-1]}", errors=errors
+    )
+
+
+def _tensor_types(signature: Signature, double: bool) -> list[tuple[str, Any]]:
+    if len(signature.inputs.tensors) != 1:
+        raise ConversionError("a scikit-learn model takes one input tensor")
+    spec = signature.inputs.tensors[0]
+    shape = [None, *(d if d > 0 else None for d in spec.shape[1:])]
+    return [(spec.name or "X", _skl_type(spec.dtype, shape, double, spec.name or "X"))]
+
+
+def _columns_to_onnx(
+    estimator: Any, columns: Sequence[ColSpec], options: dict[str, Any] | None, opset: int | None
+) -> onnx.ModelProto:
+    # Either way the graph takes one (n, 1) input per column. skl2onnx routes them by name into
+    # a ColumnTransformer (or encoder), but other estimators want the one (n, k) matrix they were
+    # fitted on: those convert from a matrix, built by a Concat in front. The first step decides,
+    # as inside skl2onnx's ColumnTransformer parser; the other way is tried when that fails, so
+    # what converted per column before (a search over a pipeline, a custom converter) still does.
+    def per_column() -> onnx.ModelProto:
+        return _skl2onnx(
+            estimator,
+            lambda double: [
+                (c.name, _skl_type(c.dtype, [None, 1], double, c.name)) for c in columns
+            ],
+            options,
+            opset,
         )
-    if classifier and predict_method in _SKLEARN_OUTPUTS:
-        keep_outputs(model, [_SKLEARN_OUTPUTS[predict_method]])
+
+    def matrix() -> onnx.ModelProto:
+        return _matrix_to_onnx(estimator, columns, options, opset)
+
+    ways = (per_column, matrix) if _takes_columns(estimator) else (matrix, per_column)
+    failures = []
+    for way in ways:
+        try:
+            return way()
+        except ConversionError as exc:
+            failures.append(exc)
+    raise failures[0]
+
+
+def _first_step(estimator: Any) -> Any:
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(estimator, Pipeline):
+        steps = [s for _, s in estimator.steps if s is not None and s != "passthrough"]
+        return _first_step(steps[0]) if steps else estimator
+    return estimator
+
+
+def _takes_columns(estimator: Any) -> bool:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
+    # skl2onnx's `do_not_merge_columns`: the estimators it gives several inputs as they are.
+    return isinstance(_first_step(estimator), (ColumnTransformer, OneHotEncoder, OrdinalEncoder))
+
+
+def _matrix_to_onnx(
+    estimator: Any, columns: Sequence[ColSpec], options: dict[str, Any] | None, opset: int | None
+) -> onnx.ModelProto:
+    from skl2onnx.common.data_types import StringTensorType
+
+    specs = {c.name: c for c in columns}
+    order = _fitted_order(estimator, list(specs))
+    column_types = [(c.name, _skl_type(c.dtype, [None, 1], True, c.name)) for c in columns]
+    for name, t in column_types:
+        if name in order and isinstance(t, StringTensorType):
+            raise ConversionError(
+                f"column {name!r} holds strings, but {type(_first_step(estimator)).__name__} "
+                "takes one numeric matrix: encode it in the model (a ColumnTransformer with a "
+                "OneHotEncoder) to convert it"
+            )
+    # The matrix scikit-learn computes on: the frame's values, float32 only where numpy makes
+    # them float32 (float32 columns, with small ints at most); ints and bools become float64.
+    values = np.result_type(*(np.dtype(specs[n].dtype) for n in order))
+    wide = values.kind != "f" or values.itemsize >= 8
+    name = fresh_name("features", set(specs))
+    model = _skl2onnx(
+        estimator,
+        lambda double: [(name, _skl_type("float64", [None, len(order)], double, name))],
+        options,
+        opset,
+        doubles=(True, False) if wide else (False,),
+    )
+    concat_columns(model, name, [(n, t.to_onnx_type()) for n, t in column_types], order)
     return model
 
 
-def _initial_types(signature: Signature, *, double: bool) -> list[tuple[str, Any]]:
-    if signature.inputs.is_tensor:
-        if len(signature.inputs.tensors) != 1:
-            raise ConversionError("a scikit-learn model takes one input tensor")
-        spec = signature.inputs.tensors[0]
-        shape = [None, *(d if d > 0 else None for d in spec.shape[1:])]
-        return [(spec.name or "X", _skl_type(spec.dtype, shape, double, spec.name or "X"))]
-    # One input per column: a ColumnTransformer routes each column by name.
-    return [
-        (c.name, _skl_type(c.dtype, [None, 1], double, c.name)) for c in signature.inputs.columns
-    ]
+def _fitted_order(estimator: Any, names: list[str]) -> list[str]:
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is None:
+        count = getattr(estimator, "n_features_in_", len(names))
+        if count != len(names):
+            raise ConversionError(
+                f"{type(estimator).__name__} was fitted on {count} features, the signature has "
+                f"{len(names)} columns"
+            )
+        return names
+    order = [str(f) for f in fitted]
+    missing = [f for f in order if f not in names]
+    if missing:
+        raise ConversionError(
+            f"{type(estimator).__name__} was fitted on columns the signature lacks: {missing}"
+        )
+    return order
 
 
 def _skl_type(dtype: str, shape: list[int | None], double: bool, name: str) -> Any:
@@ -196,39 +309,3 @@ def _torchscript_export(
             f"torch.onnx cannot export {type(module).__name__}: {_first_line(first)} "
             f"(the TorchScript exporter also failed: {_first_line(exc)})"
         ) from exc
-
-
-# -- graph surgery ------------------------------------------------------------------------------
-
-
-def keep_outputs(model: onnx.ModelProto, names: list[str]) -> None:
-    """Drop every graph output not in ``names`` (their nodes stay, unused, and ORT prunes them)."""
-    kept = [o for o in model.graph.output if o.name in names]
-    if len(kept) != len(names):
-        found = [o.name for o in model.graph.output]
-        raise ConversionError(f"the converted graph has outputs {found}, not {names}")
-    del model.graph.output[:]
-    model.graph.output.extend(kept)
-
-
-def match_output_shapes(model: onnx.ModelProto, source: Mapping[str, np.ndarray]) -> None:
-    """Reshape graph outputs of shape ``(n, 1)`` to ``(n,)`` where the source returns 1-D."""
-    from onnx import helper, numpy_helper
-
-    for output in model.graph.output:
-        want = source.get(output.name)
-        dims = output.type.tensor_type.shape.dim
-        if want is None or want.ndim != 1 or len(dims) != 2 or dims[1].dim_value != 1:
-            continue
-        inner = f"{output.name}__column"
-        for node in model.graph.node:
-            for i, name in enumerate(node.output):
-                if name == output.name:
-                    node.output[i] = inner
-            for i, name in enumerate(node.input):
-                if name == output.name:
-                    node.input[i] = inner
-        shape = numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{output.name}__shape")
-        model.graph.initializer.append(shape)
-        model.graph.node.append(helper.make_node("Reshape", [inner, shape.name], [output.name]))
-        del dims[1]

@@ -102,7 +102,7 @@ def _export(flavor: str, model: Any, sample: Any, opset: int | None) -> tuple[An
 
 
 def _align_shapes(proto: Any, produced: Any, names: list[str]) -> None:
-    from modelpack._onnx_export import match_output_shapes
+    from modelpack._onnx_graph import match_output_shapes
 
     match_output_shapes(proto, _parity.as_outputs(produced, names))
 

@@ -5,20 +5,26 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import modelpack
+from modelpack._onnx_export import sklearn_to_onnx
 from modelpack.convert import to_onnx
 from modelpack.descriptor import Descriptor
 from modelpack.errors import ConversionError, ModelExistsError, ParityError
-from modelpack.flavors.onnx import OnnxPredictor
+from modelpack.flavors.onnx import OnnxFlavor, OnnxPredictor
+from modelpack.signature import ColSpec, Schema, Signature
 from tests.flavors.torch_models import MLP, TwoInputs
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(200, 4))
 Y = (X[:, 0] + X[:, 1] > 0).astype(np.int64)
+
+FLOATS = pd.DataFrame(np.random.default_rng(1).normal(size=(200, 3)), columns=["a", "b", "c"])
+LABELS = (FLOATS["a"] + FLOATS["b"] > 0).astype(np.int64)
 
 
 def cli(*args):
@@ -32,6 +38,20 @@ def cli(*args):
 
 def leftovers(directory):
     return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name)
+
+
+def graph_inputs(path):
+    graph = modelpack.flavors.onnx.load(path).graph
+    return {
+        i.name: (i.type.tensor_type.elem_type, i.type.tensor_type.shape.dim[1].dim_value)
+        for i in graph.input
+    }
+
+
+def onnx_type(dtype):
+    import onnx
+
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
 @pytest.fixture(scope="module")
@@ -101,11 +121,146 @@ def test_column_transformer_takes_one_input_per_column(frame_model):
     out = to_onnx(path)
     graph = modelpack.flavors.onnx.load(out)
     assert [i.name for i in graph.graph.input] == ["age", "visits", "city"]
+    assert graph_inputs(out) == {  # strings too: routed by name into the ColumnTransformer
+        "age": (onnx_type("float64"), 1),
+        "visits": (onnx_type("int64"), 1),
+        "city": (onnx_type("object"), 1),
+    }
     onnx_model = modelpack.load(out, flavor="onnx")
     rows = frame.sample(60, random_state=1)
     np.testing.assert_array_equal(onnx_model.predict(rows), clf.predict(rows))
     records = rows.head(3).to_dict(orient="records")
     np.testing.assert_array_equal(onnx_model.predict(records), clf.predict(rows.head(3)))
+
+
+def test_one_hot_encoder_first_takes_one_input_per_column(tmp_path):
+    frame = pd.DataFrame(
+        {"city": RNG.choice(["oslo", "lima"], 60), "tier": RNG.choice(["a", "b"], 60)}
+    )
+    y = ((frame["city"] == "lima") ^ (frame["tier"] == "a")).astype(np.int64)
+    clf = make_pipeline(OneHotEncoder(), LogisticRegression()).fit(frame, y)
+    out = to_onnx(modelpack.save(clf, tmp_path / "ohe", input_example=frame.head(10)))
+    assert list(graph_inputs(out)) == ["city", "tier"]
+    np.testing.assert_array_equal(
+        modelpack.load(out, flavor="onnx").predict(frame), clf.predict(frame)
+    )
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        LogisticRegression(),
+        RandomForestRegressor(n_estimators=10, max_depth=4, random_state=0),
+        make_pipeline(StandardScaler(), LogisticRegression()),
+    ],
+    ids=["logistic", "forest", "scaled-pipeline"],
+)
+def test_plain_estimator_on_a_frame_concatenates_its_columns(tmp_path, estimator):
+    target = (
+        FLOATS["a"] * 3 + FLOATS["c"] if isinstance(estimator, RandomForestRegressor) else LABELS
+    )
+    model = estimator.fit(FLOATS, target)
+    out = to_onnx(modelpack.save(model, tmp_path / "m", input_example=FLOATS.head(5)))
+    assert graph_inputs(out) == dict.fromkeys(["a", "b", "c"], (onnx_type("float64"), 1))
+    rows = FLOATS.sample(70, random_state=2)
+    got = modelpack.load(out, flavor="onnx").predict(rows)
+    if isinstance(estimator, RandomForestRegressor):  # trees compare in float32, as in sklearn
+        np.testing.assert_allclose(got, model.predict(rows), rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, model.predict(rows))
+    records = rows.head(3).to_dict(orient="records")
+    np.testing.assert_allclose(
+        modelpack.load(out, flavor="onnx").predict(records), got[:3], rtol=1e-6
+    )
+
+
+def test_mixed_int_and_float_columns_keep_their_types_and_float64_arithmetic(tmp_path):
+    frame = FLOATS.assign(
+        visits=RNG.integers(0, 9, 200), small=RNG.integers(0, 3, 200).astype("int32")
+    )
+    clf = LogisticRegression().fit(frame, (frame["a"] + frame["visits"] / 4 > 1).astype(np.int64))
+    path = modelpack.flavors.sklearn.save(
+        clf, tmp_path / "mixed", predict_method="predict_proba", input_example=frame.head(8)
+    )
+    out = to_onnx(path)
+    assert graph_inputs(out) == {
+        **dict.fromkeys(["a", "b", "c"], (onnx_type("float64"), 1)),
+        "visits": (onnx_type("int64"), 1),
+        "small": (onnx_type("int64"), 1),
+    }
+    got = modelpack.load(out, flavor="onnx").predict(frame)
+    np.testing.assert_allclose(got, clf.predict_proba(frame), rtol=1e-12, atol=1e-12)  # double
+
+
+def test_float32_columns_make_a_float32_matrix(tmp_path):
+    frame = FLOATS.astype(np.float32)
+    clf = LogisticRegression().fit(frame, LABELS)
+    out = to_onnx(modelpack.save(clf, tmp_path / "f32", input_example=frame.head(5)))
+    assert graph_inputs(out) == dict.fromkeys(["a", "b", "c"], (onnx_type("float32"), 1))
+    np.testing.assert_array_equal(
+        modelpack.load(out, flavor="onnx").predict(frame), clf.predict(frame)
+    )
+
+
+def test_columns_concatenate_in_fitted_order_whatever_their_names():
+    # Named like the converted graph's own values ("coef", "intercept"), in another order.
+    frame = FLOATS.set_axis(["intercept", "coef", "b"], axis=1)
+    clf = LogisticRegression().fit(frame, LABELS)
+    columns = tuple(ColSpec(name, "float64") for name in ("b", "coef", "intercept"))
+    proto = sklearn_to_onnx(clf, Signature(inputs=Schema(columns=columns)), "predict", None)
+    assert [i.name for i in proto.graph.input] == ["b", "coef", "intercept"]
+    predictor = OnnxFlavor().wrap(proto, {})
+    np.testing.assert_array_equal(
+        predictor.predict(frame[["b", "coef", "intercept"]]), clf.predict(frame)
+    )
+
+
+def test_a_column_named_like_a_graph_output_is_refused():
+    frame = FLOATS.set_axis(["label", "b", "c"], axis=1)
+    clf = LogisticRegression().fit(frame, LABELS)
+    columns = tuple(ColSpec(name, "float64") for name in frame.columns)
+    with pytest.raises(ConversionError, match="column 'label' has the name of an output"):
+        sklearn_to_onnx(clf, Signature(inputs=Schema(columns=columns)), "predict", None)
+
+
+def test_string_columns_of_a_plain_estimator_are_refused(tmp_path):
+    frame = pd.DataFrame(
+        {"a": RNG.normal(size=80), "city": pd.Categorical(RNG.choice(["x", "y"], 80))}
+    )
+    hgb = HistGradientBoostingClassifier(categorical_features="from_dtype", max_iter=3)
+    hgb.fit(frame, (frame["a"] > 0).astype(np.int64))
+    path = modelpack.save(hgb, tmp_path / "hgb", input_example=frame.head(5))
+    with pytest.raises(
+        ConversionError, match="column 'city' holds strings.*ColumnTransformer"
+    ) as info:
+        to_onnx(path, trust_pickle=True)
+    assert info.value.code == "conversion_failed" and "\n" not in str(info.value)
+    assert not (tmp_path / "hgb-onnx").exists() and leftovers(tmp_path) == []
+
+
+def test_a_search_over_a_column_transformer_falls_back_to_per_column_inputs(tmp_path, frame_model):
+    from sklearn.model_selection import GridSearchCV
+
+    _, clf, frame = frame_model
+    grid = {"logisticregression__C": [1.0]}
+    search = GridSearchCV(clf, grid, cv=2).fit(frame, clf.predict(frame))
+    path = modelpack.save(search, tmp_path / "search", input_example=frame.head(20))
+    out = to_onnx(path, trust_pickle=True)  # the matrix way refuses the string column first
+    assert list(graph_inputs(out)) == ["age", "visits", "city"]
+    np.testing.assert_array_equal(
+        modelpack.load(out, flavor="onnx").predict(frame), search.predict(frame)
+    )
+
+
+def test_a_forest_on_float64_arrays_takes_float32_where_double_graphs_do_not_run(tmp_path):
+    # skl2onnx writes a double tree ensemble that ONNX Runtime refuses; sklearn's trees compare
+    # in float32 anyway.
+    forest = RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0).fit(X, X[:, 0])
+    out = to_onnx(modelpack.save(forest, tmp_path / "forest", input_example=X[:5]))
+    assert graph_inputs(out) == {"X": (onnx_type("float32"), 4)}
+    np.testing.assert_allclose(
+        modelpack.load(out, flavor="onnx").predict(X), forest.predict(X), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_predict_proba_and_regressor_outputs_keep_the_source_shape(tmp_path):

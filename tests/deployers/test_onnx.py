@@ -84,6 +84,25 @@ def test_converts_serves_and_cleans_up(
     assert onnx.list({}) == []
 
 
+def test_a_plain_estimator_on_a_frame_takes_its_columns(
+    home: Path, onnx: OnnxDeployer, models: dict[str, Any]
+) -> None:
+    import modelpack
+
+    # The conftest's models: a LogisticRegression fitted on a DataFrame of three float columns.
+    frame = models["frame"].head(8)
+    onnx.create("columns", str(models["a"]), {"device": "cpu"})
+    deployment = ready(onnx, "columns")
+    graph = modelpack.flavors.onnx.load(deployment.details["model_path"]).graph
+    assert [i.name for i in graph.input] == list(frame.columns)
+    assert deployment.endpoint is not None
+    expected = models["a_clf"].predict(frame).tolist()
+    response = httpx.post(deployment.endpoint + "/invocations", json=encode_example(frame))
+    assert response.json()["predictions"] == expected
+    assert onnx.predict("columns", frame, {}) == expected
+    onnx.delete("columns", {})
+
+
 def test_a_model_with_an_onnx_flavor_is_served_as_is(
     home: Path, onnx: OnnxDeployer, arrays: dict[str, Any], tmp_path: Path
 ) -> None:
