@@ -179,3 +179,74 @@ def test_built_image_serves_predictions(
     finally:
         subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True, check=False)
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, check=False)
+
+
+@pytest.mark.slow
+def test_fetching_image_loads_the_model_from_the_team_server_at_start(
+    model: tuple[Path, LogisticRegression, pd.DataFrame],
+    wheel: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--fetch-model: no model in the image; `serve` resolves models:/ through the server."""
+    from modelpack import registry
+    from modelpack._rest import close_all
+    from tests._team_server import team_server
+
+    _podman_ready()
+    path, clf, frame = model
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("MODELPACK_HOME", str(tmp_path / "client-home"))
+    for env in ("MODELPACK_STORE_URI", "MODELPACK_ARTIFACT_URI", "MODELPACK_TRACKING_TOKEN"):
+        monkeypatch.delenv(env, raising=False)
+    tag = f"localhost/modelpack-test-fetch:{int(time.time())}"
+    name = f"modelpack-test-fetch-{free_port()}"
+    with team_server(tmp_path / "home") as server:
+        monkeypatch.setenv("MODELPACK_TRACKING_URI", server)
+        registry.register("fetched", path)
+        registry.set_alias("fetched", "champion", 1)
+        uri = "models:/fetched@champion"
+        context = write_context(
+            uri,
+            tmp_path / "ctx",
+            ImageOptions(base_image=BASE_IMAGE, modelpack_wheel=wheel, fetch_model=True),
+        )
+        assert not (context / "model").exists()
+        build_image(
+            context,
+            tag,
+            engine="podman",
+            network="host",
+            ca_bundle=CA_BUNDLE if CA_BUNDLE.is_file() else None,
+            log=tmp_path / "build.log",
+        )
+        port = free_port()
+        run = [
+            "podman", "run", "-d", "--name", name, "--runtime", "runc", "--network", "host",
+            "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
+            "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"MODELPACK_TRACKING_URI={server}",
+            tag,
+        ]  # fmt: skip
+        try:
+            subprocess.run(run, check=True, capture_output=True, text=True)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+                    pytest.fail(f"/ping never answered 200:\n{logs.stdout}{logs.stderr}")
+                time.sleep(0.5)
+            rows = frame.head(4)
+            body = {"dataframe_split": {"columns": COLUMNS, "data": rows.values.tolist()}}
+            answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["predictions"] == clf.predict(rows).tolist()
+        finally:
+            subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+            subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
+            close_all()
