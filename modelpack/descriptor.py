@@ -117,8 +117,12 @@ def build_manifest(model_dir: Path) -> dict[str, FileEntry]:
     return {p: FileEntry(size=(model_dir / p).stat().st_size, sha256=hashes[p]) for p in rel}
 
 
-def verify_manifest(model_dir: Path, files: dict[str, FileEntry]) -> None:
-    """Raise :class:`IntegrityError` naming the first file that differs from the manifest."""
+def verify_manifest(model_dir: Path, files: dict[str, FileEntry], *, cached: bool = False) -> None:
+    """Raise :class:`IntegrityError` naming the first file that differs from the manifest.
+
+    ``cached`` (what loading uses) skips files verified before and unchanged since, unless
+    ``MODELPACK_VERIFY=full``; without it every file is hashed (``modelpack verify``).
+    """
     model_dir = Path(model_dir)
     present = {p for p in walk_files(model_dir) if p != DESCRIPTOR}
     for rel in sorted(set(files) - present):
@@ -132,7 +136,12 @@ def verify_manifest(model_dir: Path, files: dict[str, FileEntry]) -> None:
                 f"{model_dir}: file {rel} has {size} bytes, the manifest says {entry.size}",
                 file=rel,
             )
-    actual = hash_files(model_dir, sorted(files))
+    if cached:
+        from modelpack._verified import hash_manifest
+
+        actual = hash_manifest(model_dir, {rel: entry.sha256 for rel, entry in files.items()})
+    else:
+        actual = hash_files(model_dir, sorted(files))
     for rel, entry in files.items():
         if actual[rel] != entry.sha256:
             raise IntegrityError(

@@ -260,6 +260,7 @@ def _verified(
     Formats that run no code when read (safetensors, skops, ONNX) are read while the manifest
     hashes in another thread, so the load costs max(read, hash), not their sum; anything that
     may run code from the files (pickle, shipped code, trusted types) waits for the check.
+    Files an earlier load verified, unchanged since, are not hashed again (``_verified``).
     """
     flavor = plugins.flavor(name)
     config = descriptor.flavors[name]
@@ -267,10 +268,10 @@ def _verified(
     options = LoadOptions(device=device, trust_pickle=trust)
     args = (flavor, path / MODEL_SUBDIR, config, options)
     if config.get("executes_code") or trust:
-        verify_manifest(path, descriptor.files)
+        verify_manifest(path, descriptor.files, cached=True)
         return build(*args)
     with ThreadPoolExecutor(1) as pool:
-        verified = pool.submit(verify_manifest, path, descriptor.files)
+        verified = pool.submit(verify_manifest, path, descriptor.files, cached=True)
         try:
             built = build(*args)
         except Exception:

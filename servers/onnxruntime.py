@@ -132,7 +132,7 @@ def load_predictor(
             f"{uri} has no onnx flavor (it has: {', '.join(descriptor.flavors)}); "
             f"convert it first: modelpack convert {uri} --to onnx"
         )
-    verify_manifest(path, descriptor.files)
+    verify_manifest(path, descriptor.files, cached=True)
     model_file = path / MODEL_SUBDIR / str(config.get("file", MODEL_FILE))
     providers = provider_list(kind, device_id, tensorrt=tensorrt)
     digest = [descriptor.files[r].sha256 for r in sorted(descriptor.files) if "onnx" in r]
