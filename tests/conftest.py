@@ -22,6 +22,19 @@ _JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", ".*_cache")
 _FIXTURE_JUNK = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "dist")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_modelpack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never touch the user's ~/.modelpack: a session-wide home unless a test sets one."""
+    if os.environ.get("MODELPACK_HOME"):
+        yield
+        return
+    os.environ["MODELPACK_HOME"] = str(tmp_path_factory.mktemp("modelpack-home"))
+    try:
+        yield
+    finally:
+        os.environ.pop("MODELPACK_HOME", None)
+
+
 class CommandError(RuntimeError):
     pass
 
