@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections import deque
-from collections.abc import Generator, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -20,14 +17,13 @@ import orjson
 import pyarrow as pa
 
 from modelpack.batch import _io
+from modelpack.batch._lanes import Plan, scored_chunks
 from modelpack.batch._progress import Progress
-from modelpack.batch._scoring import ON_ERROR, ChunkResult, ChunkScorer
+from modelpack.batch._scoring import ON_ERROR
 from modelpack.errors import InvalidInputError
 
 DEFAULT_BATCH_SIZE = 65_536
 ERRORS_SUFFIX = ".errors.jsonl"
-
-_Results = Generator[ChunkResult, None, None]
 
 
 @dataclass(frozen=True)
@@ -48,15 +44,6 @@ class BatchSummary:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
-@dataclass(frozen=True)
-class _Plan:
-    model_path: str
-    features: list[str] | None
-    passthrough: list[str]
-    on_error: str
-    trust_pickle: bool | None
-
-
 def score(
     model_uri: str | os.PathLike[str],
     input: str | os.PathLike[str],
@@ -74,7 +61,10 @@ def score(
 ) -> BatchSummary:
     """Score ``input`` (file, directory of parts, or ``s3://``) into ``output``, chunk by chunk.
 
-    Memory holds at most about ``2 * workers + 2`` chunks of ``batch_size`` rows at once.
+    ``workers`` processes score (this one and ``workers - 1`` spawned helpers), each with its
+    own copy of the model. At most ``4 * workers`` chunks of ``batch_size`` rows are between
+    reading and writing at once: at most 2 per process being scored or queued, the rest scored
+    (their output columns only) and waiting for an earlier chunk to be written.
     """
     from modelpack.descriptor import Descriptor
     from modelpack.signature import Signature
@@ -91,7 +81,7 @@ def score(
     descriptor = Descriptor.read(model_path)
     signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
     features = list(columns) if columns else _signature_columns(signature)
-    plan = _Plan(str(model_path), features, list(passthrough), on_error, trust_pickle)
+    plan = Plan(str(model_path), features, list(passthrough), on_error, trust_pickle)
     wanted = None if features is None else list(dict.fromkeys([*features, *passthrough]))
     errors_uri = out + ERRORS_SUFFIX
     started = time.perf_counter()
@@ -103,7 +93,7 @@ def score(
         writer = _io.open_writer(staged, out_format)
         stack.callback(writer.close)
         chunks = _io.read_chunks(source, batch_size, wanted)
-        results = stack.enter_context(contextlib.closing(_results(plan, chunks, workers)))
+        results = stack.enter_context(contextlib.closing(scored_chunks(plan, chunks, workers)))
         bar = stack.enter_context(
             Progress(_io.count_rows(source)) if progress else contextlib.nullcontext()
         )
@@ -144,67 +134,9 @@ def _signature_columns(signature: Any) -> list[str] | None:
     return [c.name for c in signature.inputs.columns]
 
 
-def _empty_output(plan: _Plan) -> pa.Table:
+def _empty_output(plan: Plan) -> pa.Table:
     # An input without rows (or with every row skipped) still gets an output file with a header.
     return pa.table({name: pa.array([], pa.null()) for name in [*plan.passthrough, "prediction"]})
-
-
-def _results(plan: _Plan, chunks: Iterator[pa.Table], workers: int) -> _Results:
-    if workers == 1:
-        return _in_process(_scorer(plan), chunks)  # the model loads now, before the clock starts
-    return _pooled(plan, chunks, workers)
-
-
-def _in_process(scorer: ChunkScorer, chunks: Iterator[pa.Table]) -> _Results:
-    start = 0
-    for chunk in chunks:
-        yield scorer.score(chunk, start)
-        start += chunk.num_rows
-
-
-def _scorer(plan: _Plan) -> ChunkScorer:
-    from modelpack.model import load
-
-    model = load(plan.model_path, trust_pickle=plan.trust_pickle)
-    return ChunkScorer(model, plan.features, plan.passthrough, plan.on_error)
-
-
-_WORKER_SCORER: ChunkScorer | None = None
-
-
-def _init_worker(plan: _Plan) -> None:
-    global _WORKER_SCORER
-    # The parent owns Ctrl-C: it stops feeding chunks and removes the staged output.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _WORKER_SCORER = _scorer(plan)
-
-
-def _score_in_worker(chunk: pa.Table, start: int) -> ChunkResult:
-    assert _WORKER_SCORER is not None
-    return _WORKER_SCORER.score(chunk, start)
-
-
-def _pooled(plan: _Plan, chunks: Iterator[pa.Table], workers: int) -> _Results:
-    # Chunks go out in order and come back in order: the window bounds memory to
-    # 2 * workers chunks in flight, and the output is the same as with one worker.
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker, initargs=(plan,)
-    )
-    window: deque[Future[ChunkResult]] = deque()
-    try:
-        start = 0
-        for chunk in chunks:
-            window.append(pool.submit(_score_in_worker, chunk, start))
-            start += chunk.num_rows
-            if len(window) >= 2 * workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
-    finally:
-        for pending in window:
-            pending.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,23 @@ def test_fail_names_the_row_range_of_the_first_bad_chunk(tmp_path, model_dir):
     assert list(tmp_path.iterdir()) == [src]
 
 
+@pytest.mark.parametrize("dst", [".csv", ".jsonl"])
+def test_workers_write_the_same_bytes_as_one_worker(tmp_path, model_dir, dst):
+    src = write(make_frame(3_001), tmp_path / "in.parquet")
+    outs = [tmp_path / f"out-{n}{dst}" for n in (1, 3)]
+    for n, out in zip((1, 3), outs, strict=True):
+        summary = score(model_dir, src, out, batch_size=200, passthrough=["id"], workers=n)
+        assert (summary.rows, summary.chunks, summary.workers) == (3_001, 16, n)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+
+
+def test_fail_with_workers_names_the_same_first_bad_chunk(tmp_path, model_dir):
+    src = write(_with_bad_rows(2_000, [650, 1_900]), tmp_path / "in.parquet")
+    with pytest.raises(SignatureError, match=r"rows 600-899 fail .*column 'b'"):
+        score(model_dir, src, tmp_path / "out.parquet", batch_size=300, workers=2)
+    assert list(tmp_path.iterdir()) == [src]
+
+
 def test_a_stale_errors_file_is_removed_when_no_row_fails(tmp_path, model_dir):
     src = write(make_frame(10), tmp_path / "in.parquet")
     stale = tmp_path / "out.parquet.errors.jsonl"

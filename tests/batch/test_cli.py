@@ -67,11 +67,15 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_an_interrupted_job_leaves_no_output_under_the_final_name(tmp_path, signum):
+@pytest.mark.parametrize(
+    ("signum", "workers"), [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)]
+)
+def test_an_interrupted_job_leaves_no_output_under_the_final_name(tmp_path, signum, workers):
     from tests.batch._models import SlowScaler
 
-    model = modelpack.save(SlowScaler(delay=0.2), tmp_path / "slow")
+    # The class is saved by name: init_args carries the delay (without it, 0 s per chunk and the
+    # job can finish before the signal is sent).
+    model = modelpack.save(SlowScaler(), tmp_path / "slow", init_args={"delay": 0.2})
     src = write(make_frame(5_000), tmp_path / "in.parquet")
     out = tmp_path / "out.parquet"
     out_dir_before = set(tmp_path.iterdir())
@@ -83,6 +87,8 @@ def test_an_interrupted_job_leaves_no_output_under_the_final_name(tmp_path, sign
         "100",
         "--columns",
         "a",
+        "--workers",
+        workers,
         "--no-progress",
         env={**os.environ, "MODELPACK_TRUST_PICKLE": "0"},
         # A shell without job control starts background jobs with SIGINT ignored (as CI
