@@ -249,9 +249,11 @@ def _membership(
 def version_condition(cond: Condition) -> ColumnElement[bool]:
     if cond.field == "tags":
         key = cond.key or ""
+        # IN, not a correlated EXISTS: SQLite then finds the matching tags through
+        # ix_version_tags_key_value instead of probing the tags of every version in turn.
         return _membership(
-            lambda c: exists().where(
-                version_tags.c.version_id == mv.c.id, version_tags.c.key == key, c
+            lambda c: mv.c.id.in_(
+                select(version_tags.c.version_id).where(version_tags.c.key == key, c)
             ),
             version_tags.c.value,
             cond,

@@ -121,7 +121,9 @@ def search_models(call: Call) -> Any:
         max_results=call.int_query("max_results", 100, high=10_000),
         page_token=call.query.get("page_token") or None,
     )
-    return {"models": [m.to_dict() for m in page], "next_page_token": page.next_page_token}
+    # orjson writes the dataclasses itself: the same JSON as to_dict() without asdict()'s
+    # deep copies (~25 ms per 1,000 versions).
+    return {"models": page.items, "next_page_token": page.next_page_token}
 
 
 @api("POST", "/models", "Create a registered model", status=201)
@@ -171,7 +173,7 @@ def search_versions(call: Call) -> Any:
         max_results=call.int_query("max_results", 100, high=10_000),
         page_token=call.query.get("page_token") or None,
     )
-    return {"versions": [v.to_dict() for v in page], "next_page_token": page.next_page_token}
+    return {"versions": page.items, "next_page_token": page.next_page_token}  # see above
 
 
 @api(
@@ -325,7 +327,7 @@ def create_run(call: Call) -> Any:
 
 def _run_id(call: Call) -> str:
     run_id = call.path["run_id"]
-    _store.get_run(_engine(), run_id)  # RunNotFoundError (404) for an unknown run
+    _store.require_runs(_engine(), [run_id])  # RunNotFoundError (404) for an unknown run
     return run_id
 
 
@@ -387,8 +389,9 @@ def log_metrics(call: Call) -> None:
             )
         checked.append((run_id, key, float(value), step, timestamp))
     engine = _engine()
-    for run_id in {row[0] for row in checked}:
-        _store.get_run(engine, run_id)
+    # Not get_run: it ranks every metric of the run for its latest values, so each batch
+    # would cost as much as the whole run logged so far.
+    _store.require_runs(engine, {row[0] for row in checked})
     _store.insert_metrics(engine, checked)
 
 

@@ -57,8 +57,12 @@ class MetricBatcher:
             for item in pending:
                 groups.setdefault(item[0], []).append(item[1:])
             for store, rows in groups.items():
-                store.insert_metrics(rows)
-                _emit(rows)
+                # BATCH rows per call: a backlog built while the store was slow must not become
+                # one request the team server refuses (MAX_METRICS_PER_CALL), losing all of it.
+                for start in range(0, len(rows), BATCH):
+                    chunk = rows[start : start + BATCH]
+                    store.insert_metrics(chunk)
+                    _emit(chunk)
 
     def _start(self) -> None:
         with self._lock:

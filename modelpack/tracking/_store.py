@@ -199,6 +199,16 @@ def metric_history(engine: Engine, run_id: str, key: str) -> list[Metric]:
         return [Metric(k, float(v), int(s), int(t)) for k, v, s, t in conn.execute(query)]
 
 
+def require_runs(engine: Engine, run_ids: Iterable[str]) -> None:
+    """Raise RunNotFoundError unless every run exists: one indexed lookup, no hydration."""
+    wanted = set(run_ids)
+    with read(engine) as conn:
+        found = set(conn.execute(select(runs.c.id).where(runs.c.id.in_(wanted))).scalars())
+    missing = sorted(wanted - found)
+    if missing:
+        raise RunNotFoundError(f"no run with id {missing[0]!r}")
+
+
 def get_run(engine: Engine, run_id: str) -> Run:
     found = search_runs(engine, run_ids=[run_id])
     if not found:

@@ -116,3 +116,23 @@ def test_odd_names_round_trip(store_uri, name):
         {name: name},
         {name: 1.0},
     )
+
+
+def test_a_backlog_is_flushed_in_batches():
+    # A loop faster than the store builds a backlog; one call with all of it would exceed what
+    # the team server takes per request (MAX_METRICS_PER_CALL) and lose every row in it.
+    from typing import cast
+
+    from modelpack.tracking._backend import TrackingBackend
+
+    sizes: list[int] = []
+
+    class Recorder:
+        def insert_metrics(self, rows: list[_batcher.Row]) -> None:
+            sizes.append(len(rows))
+
+    store = cast(TrackingBackend, Recorder())
+    batcher = _batcher.MetricBatcher()
+    batcher._pending = [(store, "r", "loss", 1.0, i, 0) for i in range(2 * _batcher.BATCH + 7)]
+    batcher.flush()
+    assert sizes == [_batcher.BATCH, _batcher.BATCH, 7]
