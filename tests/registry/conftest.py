@@ -128,6 +128,7 @@ def store_uri(
     if request.param != "server":
         yield from _sql_store(request, tmp_path, monkeypatch)
         return
+    from modelpack import _rest
     from modelpack._rest import close_all
     from tests._team_server import team_server
 
@@ -137,6 +138,7 @@ def store_uri(
     for name in ("MODELPACK_ARTIFACT_URI", "MODELPACK_STORE_URI", "MODELPACK_TRACKING_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     with team_server(home) as url:
+        monkeypatch.setattr(_rest, "_override", _rest._UNSET)  # the env var decides, as for a user
         monkeypatch.setenv("MODELPACK_TRACKING_URI", url)
         try:
             yield url

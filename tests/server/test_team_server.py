@@ -270,9 +270,13 @@ def test_an_unreachable_server_is_one_line(tmp_path):
 
 def test_set_tracking_uri_switches_in_process(server, tmp_path, monkeypatch):
     import modelpack
+    from modelpack import _rest
     from modelpack._rest import get_tracking_uri, set_tracking_uri
 
     monkeypatch.delenv("MODELPACK_TRACKING_URI")
+    # set_tracking_uri(None) pins the embedded store whatever the environment says: put the
+    # "never set" state back afterwards, or every later [server] test silently runs embedded.
+    monkeypatch.setattr(_rest, "_override", _rest._UNSET)
     assert get_tracking_uri() is None
     set_tracking_uri(server)
     try:
