@@ -126,6 +126,35 @@ def _podman_ready() -> None:
         skip_or_fail(f"the base image {BASE_IMAGE} is missing; run .ci/make-base-image.sh")
 
 
+def _start_and_predict(
+    name: str, args: list[str], port: int, clf: LogisticRegression, frame: pd.DataFrame
+) -> None:
+    """Run the image detached, wait for /ping, and check /invocations against sklearn."""
+    # runc and raised ulimits: what podman needs on these machines (ENVIRONMENT.md).
+    run = [
+        "podman", "run", "-d", "--name", name, "--runtime", "runc",
+        "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768", *args,
+    ]  # fmt: skip
+    subprocess.run(run, check=True, capture_output=True, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+            pytest.fail(f"/ping never answered 200:\n{logs.stdout}{logs.stderr}")
+        time.sleep(0.5)
+    rows = frame.head(5)
+    body = {"dataframe_split": {"columns": COLUMNS, "data": rows.values.tolist()}}
+    answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == clf.predict(rows).tolist()
+
+
 @pytest.mark.slow
 def test_built_image_serves_predictions(
     model: tuple[Path, LogisticRegression, pd.DataFrame], wheel: Path, tmp_path: Path
@@ -147,31 +176,8 @@ def test_built_image_serves_predictions(
     )
     port = free_port()
     name = f"modelpack-test-{port}"
-    # runc and raised ulimits: what podman needs on these machines (ENVIRONMENT.md).
-    run = [
-        "podman", "run", "-d", "--name", name, "--runtime", "runc",
-        "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
-        "-p", f"127.0.0.1:{port}:8080", tag,
-    ]  # fmt: skip
     try:
-        subprocess.run(run, check=True, capture_output=True, text=True)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
-                pytest.fail(f"/ping never answered 200:\n{logs.stdout}{logs.stderr}")
-            time.sleep(0.5)
-        rows = frame.head(5)
-        body = {"dataframe_split": {"columns": COLUMNS, "data": rows.values.tolist()}}
-        answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"] == clf.predict(rows).tolist()
+        _start_and_predict(name, ["-p", f"127.0.0.1:{port}:8080", tag], port, clf, frame)
         user = subprocess.run(
             ["podman", "exec", name, "id", "-u"], capture_output=True, text=True, check=True
         )
@@ -221,31 +227,13 @@ def test_fetching_image_loads_the_model_from_the_team_server_at_start(
             log=tmp_path / "build.log",
         )
         port = free_port()
-        run = [
-            "podman", "run", "-d", "--name", name, "--runtime", "runc", "--network", "host",
-            "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
+        args = [
+            "--network", "host",
             "-e", f"SAGEMAKER_BIND_TO_PORT={port}", "-e", f"MODELPACK_TRACKING_URI={server}",
             tag,
         ]  # fmt: skip
         try:
-            subprocess.run(run, check=True, capture_output=True, text=True)
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
-                    pytest.fail(f"/ping never answered 200:\n{logs.stdout}{logs.stderr}")
-                time.sleep(0.5)
-            rows = frame.head(4)
-            body = {"dataframe_split": {"columns": COLUMNS, "data": rows.values.tolist()}}
-            answer = httpx.post(f"{url}/invocations", json=body, timeout=30)
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["predictions"] == clf.predict(rows).tolist()
+            _start_and_predict(name, args, port, clf, frame)
         finally:
             subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
             subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
