@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,20 +12,16 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 _CLIENT_ENV = ("MODELPACK_TRACKING_URI", "MODELPACK_TRACKING_TOKEN")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
 def team_server(home: Path, *args: str, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """A server over the store under ``home``; yields its base URL once it answers."""
-    port = _free_port()
+    port = free_port()
     server_env = {k: v for k, v in os.environ.items() if k not in _CLIENT_ENV}
     for name in ("MODELPACK_STORE_URI", "MODELPACK_ARTIFACT_URI"):
         server_env.pop(name, None)

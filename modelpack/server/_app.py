@@ -150,15 +150,9 @@ def create_app(*, auth: bool = False, cors_origins: Sequence[str] = ()) -> Starl
     get_engine()  # migrate now, not on the first request
     authenticator = Authenticator(auth)
     blobs = BlobService(local_store(), home() / "uploads", home() / "server-cache")
-    routes: list[Route | Mount] = []
-    by_path: dict[str, dict[str, ApiRoute]] = {}
-    for api_route in ROUTES:
-        by_path.setdefault(api_route.path, {})[api_route.method] = api_route
-    for path, methods in by_path.items():
-        for method, api_route in methods.items():
-            routes.append(
-                Route(f"/api/v1{path}", _endpoint(api_route, authenticator), methods=[method])
-            )
+    routes: list[Route | Mount] = [
+        Route(f"/api/v1{r.path}", _endpoint(r, authenticator), methods=[r.method]) for r in ROUTES
+    ]
     routes.extend(_blob_routes(blobs, authenticator))
     spec = openapi(ROUTES)
 

@@ -251,14 +251,14 @@ def test_bad_requests_are_one_line_json_errors(server):
 
 
 def test_an_unreachable_server_is_one_line(tmp_path):
-    from tests._team_server import _free_port
+    from tests.conftest import free_port
 
     cli = modelpack_cli(
         "registry",
         "models",
         "list",
         home=tmp_path,
-        MODELPACK_TRACKING_URI=f"http://127.0.0.1:{_free_port()}",
+        MODELPACK_TRACKING_URI=f"http://127.0.0.1:{free_port()}",
     )
     assert cli.returncode == 2, cli.stderr
     assert cli.stderr.startswith("error [server_unavailable]: cannot reach the tracking server")
