@@ -110,3 +110,87 @@ def test_unknown_serialization_is_refused(tmp_path):
     with pytest.raises(InvalidModelError, match="unknown serialization"):
         modelpack.flavors.sklearn.save(LogisticRegression(), tmp_path / "m", serialization="x")
     assert not (tmp_path / "m").exists()
+
+
+def _numeric_frame(n: int = 80, seed: int = 2):
+    frame, target = iris_like(n, seed)
+    return frame.drop(columns="colour"), target
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LogisticRegression(),
+        lambda: make_pipeline(StandardScaler(), LogisticRegression()),
+        lambda: RandomForestClassifier(n_estimators=8, random_state=0),
+    ],
+    ids=["logreg", "scaler-logreg", "forest"],
+)
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_named_numeric_frames_skip_the_per_call_name_check_and_answer_the_same(
+    tmp_path, make, method
+):
+    frame, target = _numeric_frame()
+    model = make().fit(frame, target)
+    path = modelpack.flavors.sklearn.save(
+        model, tmp_path / "m", input_example=frame.head(2), predict_method=method
+    )
+    loaded = modelpack.load(path)
+    for rows in (frame.head(1), frame.head(3), frame):  # mixed int/float columns
+        np.testing.assert_array_equal(loaded.predict(rows), getattr(model, method)(rows))
+    predictor = loaded.predictor
+    assert isinstance(predictor, modelpack.flavors.sklearn.SklearnPredictor)
+    assert predictor._verified, "the fast path was not taken"
+    # The estimator handed back to the user still checks names.
+    assert list(predictor.native.feature_names_in_) == list(frame.columns)
+    with pytest.raises(ValueError, match="feature names"):
+        predictor.native.predict(frame.rename(columns={"width": "w"}))
+
+
+def test_columns_read_by_name_keep_the_named_path(tmp_path, pipeline):
+    model, frame = pipeline
+    loaded = modelpack.load(modelpack.save(model, tmp_path / "m", input_example=frame.head(2)))
+    np.testing.assert_array_equal(loaded.predict(frame), model.predict(frame))
+    assert isinstance(loaded.predictor, modelpack.flavors.sklearn.SklearnPredictor)
+    assert loaded.predictor._unnamed is None
+
+
+def test_user_code_and_pandas_output_keep_the_named_path(tmp_path):
+    frame, target = _numeric_frame()
+    by_name = make_pipeline(
+        FunctionTransformer(lambda df: df[["length", "width"]] * 2), LogisticRegression()
+    ).fit(frame, target)
+    pandas_out = make_pipeline(StandardScaler(), LogisticRegression())
+    pandas_out.set_output(transform="pandas")
+    pandas_out.fit(frame, target)
+    for model in (by_name, pandas_out):
+        predictor = modelpack.flavors.sklearn.SklearnPredictor(model)
+        assert predictor._unnamed is None
+        np.testing.assert_array_equal(predictor.predict(frame), model.predict(frame))
+
+
+def test_a_fast_path_that_answers_differently_is_dropped_for_good():
+    frame, target = _numeric_frame()
+    model = LogisticRegression().fit(frame, target)
+    predictor = modelpack.flavors.sklearn.SklearnPredictor(model)
+    calls = []
+
+    def wrong(values):
+        calls.append(len(values))
+        return np.zeros(len(values), dtype=int) + 7
+
+    predictor._unnamed = wrong
+    np.testing.assert_array_equal(predictor.predict(frame), model.predict(frame))
+    np.testing.assert_array_equal(predictor.predict(frame), model.predict(frame))
+    assert calls == [len(frame)] and predictor._unnamed is None
+
+
+def test_frames_the_fast_path_cannot_take_go_the_named_way():
+    frame, target = _numeric_frame()
+    model = LogisticRegression().fit(frame, target)
+    predictor = modelpack.flavors.sklearn.SklearnPredictor(model)
+    nullable = frame.astype({"count": "Int64"})
+    np.testing.assert_array_equal(predictor.predict(nullable), model.predict(nullable))
+    assert not predictor._verified
+    with pytest.raises(ValueError, match="feature names"):
+        predictor.predict(frame[["width", "length", "count"]])
