@@ -93,6 +93,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         timeout_s=timeout,
         sagemaker=sagemaker,
+        freeze_heap=True,  # a `modelpack serve` process is the server's own
     )
     _run(
         Path(path),

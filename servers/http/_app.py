@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -78,6 +79,12 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=500, media_type=JSON)
 
 
+def _freeze_heap() -> int:
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 class ModelServer:
     """Holds the model (once loaded) and answers every route."""
 
@@ -127,7 +134,7 @@ class ModelServer:
     async def _load(self) -> None:
         start = time.perf_counter()
         try:
-            self.model = await anyio.to_thread.run_sync(
+            model = await anyio.to_thread.run_sync(
                 self._loader, self.options, self.metrics.batch_rows.observe
             )
         except Exception as exc:
@@ -136,6 +143,10 @@ class ModelServer:
             if self.on_load_failure is not None:
                 self.on_load_failure(exc)
             return
+        if self.options.freeze_heap:
+            frozen = await anyio.to_thread.run_sync(_freeze_heap)
+            log.info("%d objects from start-up frozen out of the garbage collector", frozen)
+        self.model = model
         self.metrics.load_seconds.set(time.perf_counter() - start)
         log.info("model %r ready in %.2fs", self.options.name, time.perf_counter() - start)
 

@@ -140,3 +140,42 @@ def test_frames_of_different_columns_are_not_merged():
     pd.testing.assert_frame_equal(fa.result(), a)
     pd.testing.assert_frame_equal(fb.result(), b)
     batcher.close()
+
+
+def test_inline_policy_ignores_a_preempted_call_and_finds_its_way_back():
+    from modelpack.servers.http._served import InlinePolicy
+
+    policy = InlinePolicy(limit_s=0.002)
+    assert not policy.inline()  # nothing timed yet: a thread
+    for _ in range(7):  # the warm-up and a few requests
+        policy.record(0.0001)
+    assert policy.inline()
+    policy.record(0.03)  # one call the OS preempted: still on the loop
+    assert policy.inline()
+    slow = 0
+    while not policy.threaded:  # the model really got slower: most of the last 8 calls
+        policy.record(0.005)
+        slow += 1
+    assert slow == 4  # with the preempted one, 5 of the last 8
+    decisions = [policy.inline() for _ in range(16)]
+    assert decisions == [False] * 15 + [True]  # every 16th is timed on the loop again
+    policy.record(0.005)  # still slow: the next probe is further off
+    assert [policy.inline() for _ in range(32)].index(True) == 31
+    for _ in range(5):  # quick again: a few probes 16 calls apart bring it back
+        policy.record(0.0001)
+        if not policy.threaded:
+            break
+        assert [policy.inline() for _ in range(16)][-1]
+    assert not policy.threaded and policy.inline()
+
+
+def test_inline_policy_never_puts_a_slow_model_on_the_loop():
+    from modelpack.servers.http._served import InlinePolicy
+
+    policy = InlinePolicy()
+    policy.record(0.0001)
+    policy.record(0.2)  # one 200 ms call: off the loop at once
+    assert policy.threaded
+    for _ in range(8):
+        policy.record(0.2)
+    assert not any(policy.inline() for _ in range(5000))

@@ -212,3 +212,20 @@ def test_the_plugin_builds_an_app_for_a_loaded_predictor(iris):
         response = post(url, split_body(iris[2].head(2)))
         assert response.json() == {"predictions": iris[1].predict(iris[2].head(2)).tolist()}
         np.testing.assert_equal(httpx.get(url + "/metadata").json()["name"], "model")
+
+
+def test_a_server_that_owns_its_process_freezes_the_start_up_heap(iris):
+    import gc
+
+    path, clf, frame = iris
+    assert gc.get_freeze_count() == 0
+    try:
+        with serve(path, freeze_heap=True) as url:
+            # Loaded and warmed before ready: what start-up left is out of the collector's reach.
+            assert gc.get_freeze_count() > 10_000
+            response = post(url, split_body(frame.head(2)))
+            assert response.json() == {"predictions": clf.predict(frame.head(2)).tolist()}
+    finally:
+        gc.unfreeze()
+    with serve(path) as url:  # embedded in someone else's process: their heap is left alone
+        assert gc.get_freeze_count() == 0
