@@ -7,6 +7,8 @@ once and hands each caller exactly its own rows back. It wraps a Predictor and n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -32,6 +34,9 @@ class _Item:
     rows: int
     future: Future[Any] = field(default_factory=Future)
     arrived: float = field(default_factory=time.monotonic)
+    # Submitted from an event loop: the answer goes to this asyncio future, set on its loop,
+    # one loop callback per batch (not one cross-thread wake-up per request).
+    waiter: asyncio.Future[Any] | None = None
 
 
 def rows_of(data: Any) -> int | None:
@@ -112,9 +117,16 @@ class BatchingPredictor:
         return self.submit(data).result()
 
     def submit(self, data: Any) -> Future[Any]:
+        return self._enqueue(_Item(data, _rows(data))).future
+
+    async def predict_async(self, data: Any) -> Any:
+        """``predict`` for a caller on an event loop, which is not blocked meanwhile."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._enqueue(_Item(data, _rows(data), waiter=waiter))
+        return await waiter
+
+    def _enqueue(self, item: _Item) -> _Item:
         self._ensure_started()
-        rows = rows_of(data)
-        item = _Item(data, rows if rows is not None else -1)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -123,7 +135,7 @@ class BatchingPredictor:
                 "retry shortly or add replicas",
                 retry_after=1,
             ) from None
-        return item.future
+        return item
 
     def close(self) -> None:
         if self._thread is not None:
@@ -176,9 +188,10 @@ class BatchingPredictor:
         return batch
 
     def _predict(self, batch: list[_Item]) -> None:
-        live = [i for i in batch if i.future.set_running_or_notify_cancel()]
+        live = [i for i in batch if i.waiter is not None or i.future.set_running_or_notify_cancel()]
         if not live:
             return
+        answers: list[tuple[_Item, Any, BaseException | None]] = []
         if len(live) > 1:
             try:
                 merged = self.inner.predict(_concat([i.data for i in live]))
@@ -187,16 +200,46 @@ class BatchingPredictor:
                 parts = None  # one bad request must not fail its neighbours: retry alone
             if parts is not None:
                 self._record(sum(i.rows for i in live))
-                for item, part in zip(live, parts, strict=True):
-                    item.future.set_result(part)
-                return
-        for item in live:
-            try:
-                self._record(max(item.rows, 1))
-                item.future.set_result(self.inner.predict(item.data))
-            except BaseException as exc:
-                item.future.set_exception(exc)
+                answers = [(item, part, None) for item, part in zip(live, parts, strict=True)]
+        if not answers:
+            for item in live:
+                try:
+                    self._record(max(item.rows, 1))
+                    answers.append((item, self.inner.predict(item.data), None))
+                except BaseException as exc:
+                    answers.append((item, None, exc))
+        _deliver(answers)
 
     def _record(self, rows: int) -> None:
         if self._on_batch is not None:
             self._on_batch(rows)
+
+
+def _rows(data: Any) -> int:
+    rows = rows_of(data)
+    return rows if rows is not None else -1
+
+
+def _deliver(answers: list[tuple[_Item, Any, BaseException | None]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+    for item, result, exc in answers:
+        if item.waiter is None:
+            if exc is None:
+                item.future.set_result(result)
+            else:
+                item.future.set_exception(exc)
+        else:
+            by_loop.setdefault(item.waiter.get_loop(), []).append((item.waiter, result, exc))
+    for loop, settled in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody is waiting
+            loop.call_soon_threadsafe(_settle, settled)
+
+
+def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for waiter, result, exc in settled:
+        if waiter.done():  # the request was cancelled (timeout, client gone)
+            continue
+        if exc is None:
+            waiter.set_result(result)
+        else:
+            waiter.set_exception(exc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import inspect
@@ -148,9 +147,8 @@ class ServedModel:
     async def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
         """Predict in the batcher's thread, a worker thread, or inline when quick and small."""
         if self.batcher is not None and not params:
-            future = self.batcher.submit(data)
             try:
-                return await asyncio.wrap_future(future)
+                return await self.batcher.predict_async(data)
             except ModelpackError:
                 raise
             except Exception as exc:
