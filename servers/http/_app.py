@@ -95,6 +95,7 @@ class ModelServer:
         self.load_error: BaseException | None = None
         self.on_load_failure: Callable[[BaseException], None] | None = None
         self.metrics = ServerMetrics({r.path for r in self.routes() if "{" not in r.path})
+        self.metrics.watch_placement(lambda: self.model.placed if self.model else None)
 
     def routes(self) -> list[Route]:
         v2model = "/v2/models/{name}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -73,9 +74,25 @@ def _onnx_served(
     return ServedModel(predictor, predictor.signature, options, info=info, on_batch=on_batch)
 
 
+# A first predict this slow is the model's own pace, not a cold start: no more warm-up calls.
+_SLOW_FIRST_PREDICT_S = 0.5
+
+
 def warm_up(served: ServedModel, example: Any) -> None:
-    # One predict before ready: lazy imports, allocations and JITs are paid here, not by a user.
-    if example is not None:
+    """Predicts before ready: lazy imports, allocations and JITs are paid here, not by a user.
+
+    The first call is cold, so it is not what the inline policy should go by; a few more are
+    timed for it (the first alone when it was plainly slow).
+    """
+    if example is None:
+        return
+    start = time.perf_counter()
+    served.predict_now(example, timed=False)
+    cold = time.perf_counter() - start
+    if cold >= _SLOW_FIRST_PREDICT_S:
+        served.inline_policy.record(cold)
+        return
+    for _ in range(3):
         served.predict_now(example)
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _MODEL_ROUTE = re.compile(r"^/v2/models/[^/]+(/versions/[^/]+)?(/ready|/infer)?$")
@@ -68,6 +71,10 @@ class ServerMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def watch_placement(self, placed: Callable[[], Mapping[str, int] | None]) -> None:
+        """Count requests by where their predict ran, read from the model at each scrape."""
+        self.registry.register(_PlacementCollector(placed))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -94,3 +101,26 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_status)
         finally:
             self.metrics.observe(scope["path"], status, time.perf_counter() - start)
+
+
+class _PlacementCollector(Collector):
+    def __init__(self, placed: Callable[[], Mapping[str, int] | None]) -> None:
+        self._placed = placed
+
+    def describe(self) -> list[Metric]:
+        return [self._family({})]
+
+    def collect(self) -> Iterable[Metric]:
+        yield self._family(self._placed() or {})
+
+    @staticmethod
+    def _family(placed: Mapping[str, int]) -> Metric:
+        family = CounterMetricFamily(
+            "modelpack_predict_requests",
+            "Requests by where their predict ran: on the event loop (quick models), in a worker "
+            "thread, or through the batcher.",
+            labels=["place"],
+        )
+        for place, count in placed.items():
+            family.add_metric([place], count)
+        return family

@@ -108,6 +108,8 @@ class ServedModel:
         self._on_batch = on_batch
         self._takes_params = "params" in inspect.signature(predictor.predict).parameters
         self.inline_policy = InlinePolicy()
+        # Where each request's predict ran (the event loop only ever touches this).
+        self.placed = dict.fromkeys(("event_loop", "thread", "batcher"), 0)
         self.batcher = (
             BatchingPredictor(
                 predictor,
@@ -147,6 +149,7 @@ class ServedModel:
     async def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
         """Predict in the batcher's thread, a worker thread, or inline when quick and small."""
         if self.batcher is not None and not params:
+            self.placed["batcher"] += 1
             try:
                 return await self.batcher.predict_async(data)
             except ModelpackError:
@@ -156,7 +159,9 @@ class ServedModel:
                 raise PredictionError(f"the model failed: {type(exc).__name__}: {exc}") from exc
         rows = rows_of(data)
         if rows is not None and rows <= _INLINE_ROWS and self.inline_policy.inline():
+            self.placed["event_loop"] += 1
             return self.predict_now(data, params)
+        self.placed["thread"] += 1
         return await anyio.to_thread.run_sync(
             functools.partial(self.predict_now, data, params, timed=False),
             abandon_on_cancel=True,

@@ -108,6 +108,7 @@ def test_concurrent_http_requests_get_exactly_their_own_rows(echo_path):
         assert bad.status_code == 500 and bad.json()["error"]["code"] == "prediction_failed"
         metrics = httpx.get(url + "/metrics").text
         assert "modelpack_batch_size_count" in metrics
+        assert 'modelpack_predict_requests_total{place="batcher"} 98.0' in metrics
 
 
 def test_http_queue_full_is_503_with_retry_after(slow_path):

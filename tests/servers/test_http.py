@@ -197,6 +197,13 @@ def test_metrics_count_requests_batches_and_load_time(iris_url, iris):
         in text
     )
     assert "modelpack_batch_size_bucket" in text
+    # A quick model, warmed at start-up: its small requests predict on the event loop.
+    placed = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("modelpack_predict_requests_total{")
+    }
+    assert placed["event_loop"] >= 3 and placed["thread"] == 0 and placed["batcher"] == 0
     load = [line for line in text.splitlines() if line.startswith("modelpack_model_load_seconds ")]
     assert float(load[0].split()[1]) > 0
 
