@@ -374,7 +374,7 @@ def cold_start(make: Any, runs: int = 3) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk cell (<=60)")
-    parser.add_argument("--mlflow-python", default="/tmp/mlflow-venv/bin/python")
+    parser.add_argument("--mlflow-python", default="/tmp/mlflow-bench/bin/python")
     parser.add_argument("--bentoml-python", default="/tmp/bento-venv/bin/python")
     parser.add_argument("--cold-runs", type=int, default=3)
     parser.add_argument(
@@ -472,7 +472,13 @@ def _command() -> str:
     """This run's command line, as the docs show it (paths of the peers' venvs included)."""
     script = Path(sys.argv[0]).resolve()
     shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
-    return " ".join([".venv/bin/python", str(shown), *map(shlex.quote, sys.argv[1:])])
+    args, skip = [], False
+    for arg in sys.argv[1:]:  # --json names a scratch file of this run only
+        if skip or arg == "--json" or arg.startswith("--json="):
+            skip = arg == "--json"
+            continue
+        args.append(shlex.quote(arg))
+    return " ".join([".venv/bin/python", str(shown), *args])
 
 
 def _machine() -> str:
@@ -591,9 +597,10 @@ def render(results: dict[str, Any], duration: int) -> str:
         "that checks only the column count (scikit-learn 1.9 spends ~0.4 ms a call on a "
         "DataFrame's columns and dtypes whatever the rows: 3 rows cost ~0.5 ms as a frame, "
         "~0.1 ms as an array; the first frame goes both ways and the shortcut stays only if the "
-        "answers are identical); and a predict whose recent time is under 2 ms on a request of "
-        "at most 256 rows runs on the event loop instead of hopping to a worker thread. MLflow "
-        "and the BentoML service hand scikit-learn the DataFrame, as their users' code does."
+        "answers are identical); and a model whose recent predicts on the event loop took "
+        "under 2 ms (median of 8) predicts a request of at most 256 rows there instead of "
+        "hopping to a worker thread. MLflow and the BentoML service hand scikit-learn the "
+        "DataFrame, as their users' code does."
     )
     firsts = ", ".join(f"{n} {r['first_start_s']:.1f} s" for n, r in servers.items())
     lines.append(f"- First start of each server in the side-by-side (informational): {firsts}.")
