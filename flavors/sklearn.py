@@ -72,12 +72,13 @@ class SklearnPredictor:
             if hasattr(data, "to_numpy"):
                 data = data.to_numpy()
             return self._method(data)
-        if self._unnamed is not None:
+        unnamed = self._unnamed  # once: another thread may drop it meanwhile
+        if unnamed is not None:
             values = self._plain_values(data)
             if values is not None:
                 if values.dtype.str in self._verified:
-                    return self._unnamed(values)
-                return self._verify(data, values)
+                    return unnamed(values)
+                return self._verify(unnamed, data, values)
         return self._method(data)
 
     def _plain_values(self, data: Any) -> Any:
@@ -90,13 +91,13 @@ class SklearnPredictor:
         # nullable, categorical, text or mixed columns come out as objects: the named path
         return values if values.dtype.kind in "fiu" else None
 
-    def _verify(self, data: Any, values: Any) -> Any:
+    def _verify(self, unnamed: Any, data: Any, values: Any) -> Any:
         """The first frame goes both ways; the fast path stays only if it answers the same."""
         import numpy as np
 
         expected = self._method(data)
         try:
-            got = self._unnamed(values)
+            got = unnamed(values)
             same = type(got) is type(expected) and np.array_equal(
                 np.asarray(got), np.asarray(expected), equal_nan=_floating(expected)
             )
