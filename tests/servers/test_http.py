@@ -236,3 +236,48 @@ def test_a_server_that_owns_its_process_freezes_the_start_up_heap(iris):
         gc.unfreeze()
     with serve(path) as url:  # embedded in someone else's process: their heap is left alone
         assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["nodelay-protocol", "uvicorn-default"])
+def test_connections_on_a_shared_worker_socket_get_tcp_nodelay(fixed):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from modelpack.servers.http._protocol import NoDelayHttpProtocol
+
+    seen: list[int] = []
+    base = NoDelayHttpProtocol if fixed else HttpToolsProtocol
+
+    class Recording(base):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    # Made the way uvicorn makes the socket it shares between --workers: protocol number 0.
+    listener = socket.socket(family=socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    app = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    config = uvicorn.Config(app, loop="asyncio", http=Recording, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert httpx.get(f"http://127.0.0.1:{port}/").text == "ok"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.close()
+    assert seen and all(bool(v) == fixed for v in seen), seen
