@@ -51,7 +51,6 @@ def _skops_io() -> Any:
 class SklearnPredictor:
     def __init__(self, estimator: Any, method: str = "predict") -> None:
         self.native = estimator
-        self._method_name = method
         self._method = getattr(estimator, method)
         # Fitted on an array, an estimator warns when given named columns: give it the values.
         self._wants_names = hasattr(estimator, "feature_names_in_")
@@ -111,8 +110,7 @@ class SklearnPredictor:
 
 
 def _floating(result: Any) -> bool:
-    kind = getattr(getattr(result, "dtype", None), "kind", "")
-    return kind in "fc" and kind != ""
+    return getattr(getattr(result, "dtype", None), "kind", "") in ("f", "c")
 
 
 # Keep the fitted names' check on these (they read columns by name, or run user code).
