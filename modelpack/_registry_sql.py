@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Generic, TypeVar
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -126,8 +127,11 @@ def version_query() -> Select[Any]:
 
 
 def hydrate_versions(conn: Connection, rows: Sequence[Any]) -> list[ModelVersion]:
-    """Versions for ``rows`` with their tags and aliases, in two queries whatever the count."""
-    ids = [r.id for r in rows]
+    """Versions for ``rows`` (of ``version_query``) with their tags and aliases, in two queries
+    whatever the count. Rows are unpacked by position: a Row's attribute lookup cost ~1 us per
+    field, most of the time of a 1,000-version search."""
+    plain = [tuple(r) for r in rows]
+    ids = [t[0] for t in plain]
     tags: dict[int, dict[str, str]] = {i: {} for i in ids}
     names: dict[int, list[str]] = {i: [] for i in ids}
     if ids:
@@ -145,24 +149,47 @@ def hydrate_versions(conn: Connection, rows: Sequence[Any]) -> list[ModelVersion
             names[vid].append(alias)
     return [
         ModelVersion(
-            name=r.name,
-            version=r.version,
-            source=r.source,
-            run_id=r.run_id,
-            aliases=names[r.id],
-            stage=r.stage,
-            tags=tags[r.id],
-            description=r.description,
-            status=r.status,
-            parent=f"{r.parent_name}/{r.parent_version}" if r.parent_name else None,
-            flavors=json.loads(r.flavors),
-            signature=json.loads(r.signature) if r.signature else None,
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            descriptor_sha256=r.descriptor_sha256,
+            name=name,
+            version=version,
+            source=source,
+            run_id=run_id,
+            aliases=names[vid],
+            stage=stage,
+            tags=tags[vid],
+            description=description,
+            status=status,
+            parent=f"{parent_name}/{parent_version}" if parent_name else None,
+            flavors=_json(flavors),
+            signature=_json(signature) if signature else None,
+            created_at=created_at,
+            updated_at=updated_at,
+            descriptor_sha256=sha,
         )
-        for r in rows
+        for (
+            vid,
+            name,
+            version,
+            source,
+            run_id,
+            stage,
+            description,
+            status,
+            parent_name,
+            parent_version,
+            flavors,
+            signature,
+            created_at,
+            updated_at,
+            sha,
+        ) in plain
     ]
+
+
+def _json(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what orjson refuses (integers past 64 bits), json reads
+        return json.loads(text)
 
 
 def hydrate_models(conn: Connection, rows: Sequence[Any]) -> list[RegisteredModel]:
