@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _timing import timed
+
 NAME = "big"
 BATCH = 1000  # MLflow's own limit of metrics per log_batch call
 SOURCE = "s3://bench/big/model"  # only a string: MLflow refuses local paths without a run
@@ -94,18 +96,6 @@ def _fill(url: str, db_uri: str, versions: int) -> float:
     return time.perf_counter() - start
 
 
-def _timed(call: Callable[[], Any], repeats: int, warmup: int) -> tuple[list[float], Any]:
-    result = None
-    for _ in range(warmup):
-        result = call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        samples.append(time.perf_counter() - start)
-    return samples, result
-
-
 def registry(url: str, db_uri: str, versions: int, repeats: int, warmup: int) -> dict[str, Any]:
     from mlflow import MlflowClient
 
@@ -124,7 +114,7 @@ def registry(url: str, db_uri: str, versions: int, repeats: int, warmup: int) ->
     }
     timings, checks = {}, {}
     for key, call in calls.items():
-        timings[key], result = _timed(call, repeats, warmup)
+        timings[key], result = timed(call, repeats, warmup)
         checks[key] = len(result) if key.startswith("search") else int(result.version)
     checks["latest_version"] = checks.pop("latest")
     return {"fill_s": fill_s, "timings": timings, "checks": checks}

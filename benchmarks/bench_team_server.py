@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from _timing import timed
+
 HERE = Path(__file__).resolve().parent
 NAME = "big"
 BY_TAG = f"name = '{NAME}' AND tags.bucket = '7'"
@@ -134,22 +136,10 @@ def modelpack_registry(
     }
     timings, checks = {}, {}
     for key, call in calls.items():
-        timings[key], result = _timed(call, repeats, warmup)
+        timings[key], result = timed(call, repeats, warmup)
         checks[key] = len(result) if key.startswith("search") else result.version
     checks["latest_version"] = checks.pop("latest")
     return {"fill_s": fill_s, "timings": timings, "checks": checks}
-
-
-def _timed(call: Callable[[], Any], repeats: int, warmup: int) -> tuple[list[float], Any]:
-    result = None
-    for _ in range(warmup):
-        result = call()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        samples.append(time.perf_counter() - start)
-    return samples, result
 
 
 # -- servers -------------------------------------------------------------------------------
