@@ -188,7 +188,8 @@ def hydrate_versions(conn: Connection, rows: Sequence[Any]) -> list[ModelVersion
 def _json(text: str) -> Any:
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:  # what orjson refuses (integers past 64 bits), json reads
+    except orjson.JSONDecodeError:
+        # json.dumps writes NaN/Infinity and integers past 64 bits, which orjson refuses
         return json.loads(text)
 
 

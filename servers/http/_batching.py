@@ -220,14 +220,14 @@ def _rows(data: Any) -> int:
     return rows if rows is not None else -1
 
 
+_Answer = tuple["Future[Any] | asyncio.Future[Any]", Any, "BaseException | None"]
+
+
 def _deliver(answers: list[tuple[_Item, Any, BaseException | None]]) -> None:
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
     for item, result, exc in answers:
         if item.waiter is None:
-            if exc is None:
-                item.future.set_result(result)
-            else:
-                item.future.set_exception(exc)
+            _settle([(item.future, result, exc)])
         else:
             by_loop.setdefault(item.waiter.get_loop(), []).append((item.waiter, result, exc))
     for loop, settled in by_loop.items():
@@ -235,11 +235,11 @@ def _deliver(answers: list[tuple[_Item, Any, BaseException | None]]) -> None:
             loop.call_soon_threadsafe(_settle, settled)
 
 
-def _settle(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for waiter, result, exc in settled:
-        if waiter.done():  # the request was cancelled (timeout, client gone)
+def _settle(settled: list[_Answer]) -> None:
+    for future, result, exc in settled:
+        if future.done():  # an asyncio request that was cancelled (timeout, client gone)
             continue
         if exc is None:
-            waiter.set_result(result)
+            future.set_result(result)
         else:
-            waiter.set_exception(exc)
+            future.set_exception(exc)
