@@ -108,8 +108,8 @@ def main() -> None:
     rows: list[tuple[str, int, str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         for name, path, flavor in build(Path(tmp)):
-            converted = to_onnx(path, Path(tmp) / f"{path.name}-onnx", trust_pickle=True)
-            native = modelpack.load(path, trust_pickle=True)
+            converted = to_onnx(path, Path(tmp) / f"{path.name}-onnx", trust=True)
+            native = modelpack.load(path, trust=True)
             signature = native.signature
             assert signature is not None
             rng = np.random.default_rng(1)
@@ -119,7 +119,7 @@ def main() -> None:
                 ("onnxruntime cpu", load_predictor(converted, device="cpu"), cpu_sync),
             ]
             if args.device == "cuda" and flavor == "torch":
-                gpu = modelpack.load(path, device="cuda", trust_pickle=True)
+                gpu = modelpack.load(path, device="cuda", trust=True)
                 contenders.append(("torch cuda (native)", gpu.predictor, torch.cuda.synchronize))
             if args.device == "cuda":
                 ort_gpu = load_predictor(converted, device="cuda")

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelpack import trust
 from modelpack.deploy import READY_TIMEOUT, check_options
 from modelpack.errors import InvalidInputError
 
@@ -36,6 +37,8 @@ OPTIONS = {
     "workers": "server processes per pod (default: 1)",
     "image_pull_policy": "IfNotPresent (default), Always or Never",
     "kserve": "render a KServe InferenceService instead of Deployment/Service/HPA (default: false)",
+    "trust": "what the server may run when it loads the model: true (everything) or NAME[,NAME] "
+    "exact types/classes; written into the container's args (default: nothing)",
     READY_TIMEOUT: "seconds to wait for the rollout (default: 600; the CLI sets it from --timeout)",
 }
 
@@ -129,6 +132,7 @@ class Settings:
     workers: int = 1
     image_pull_policy: str = "IfNotPresent"
     kserve: bool = False
+    trust: bool | list[str] | None = None
     ready_timeout: float = 600.0
 
     @classmethod
@@ -164,6 +168,7 @@ class Settings:
                 "image_pull_policy", c.get("image_pull_policy", "IfNotPresent"), PULL_POLICIES
             ),
             kserve=_bool("kserve", c.get("kserve", False)),
+            trust=trust.parse(c.get("trust")),
             ready_timeout=float(_int(READY_TIMEOUT, int(float(c.get(READY_TIMEOUT, 600))))),
         )
         if settings.max_replicas and settings.max_replicas < settings.min_replicas:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from modelpack import trust
 from modelpack._dockerfile import APP_UID, MODEL_DIR, PORT
 from modelpack.deployers._k8s_options import Settings
 
@@ -80,7 +81,8 @@ def _server_container(s: Settings, image: str) -> dict[str, Any]:
         "name": "model-server",
         "image": image,
         "imagePullPolicy": s.image_pull_policy,
-        "args": ["serve"],  # the SageMaker contract: 0.0.0.0:8080, model in /opt/ml/model
+        # the SageMaker contract: 0.0.0.0:8080, model in /opt/ml/model; trust only if given
+        "args": ["serve", *trust.cli_args(s.trust)],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": _env(s),
         "resources": _resources(s),

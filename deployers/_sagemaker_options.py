@@ -28,6 +28,8 @@ OPTIONS = {
     "batch_output": "predict: s3:// prefix the Batch Transform job writes to",
     "content_type": "predict: request content type (default: application/json; batch: text/csv)",
     "wait": "wait until the endpoint is InService / the job done (default: true)",
+    "trust": "what the container may run when it loads the model: true (everything) or "
+    "NAME[,NAME] exact types/classes; set as its MODELPACK_TRUST (default: nothing)",
     READY_TIMEOUT: "seconds to wait (default: 1800; the CLI sets it from --timeout)",
     "delete_artifacts": "delete: also delete the model.tar.gz objects in S3 (default: false)",
 }
@@ -75,6 +77,7 @@ class Settings:
     wait: bool = True
     ready_timeout: float = 1800.0
     delete_artifacts: bool = False
+    trust: str | None = None
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> Settings:

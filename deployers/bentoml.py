@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from modelpack import trust
 from modelpack.deploy import Deployment, Plan, check_options
 from modelpack.errors import DeploymentError, MissingDependencyError
 
@@ -26,6 +27,8 @@ OPTIONS = {
     "build_dir": "where the Bento's source is written (default: MODELPACK_HOME/bentos/NAME)",
     "url": "predict: base URL of the served Bento (e.g. http://127.0.0.1:3000)",
     "predict_timeout": "predict: seconds to wait for the answer (default: 300)",
+    "trust": "what the Bento may run when it loads the model: true (everything) or NAME[,NAME] "
+    "exact types/classes; written into its service.py (default: nothing)",
 }
 LABEL = "modelpack-model-uri"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
@@ -93,7 +96,11 @@ class BentoMLDeployer:
             template = resources.files("modelpack.deployers") / "bentoml_service.py.tmpl"
             service = Template(template.read_text(encoding="utf-8"))
             (staging / "service.py").write_text(
-                service.substitute(service_name=json.dumps(name)), encoding="utf-8"
+                service.substitute(
+                    service_name=json.dumps(name),
+                    trust=repr(trust.parse(config.get("trust"))),
+                ),
+                encoding="utf-8",
             )
             (staging / "bentofile.yaml").write_text(
                 yaml.safe_dump(_bentofile(name, str(model_uri)), sort_keys=False), encoding="utf-8"

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from modelpack import trust
 from modelpack.deploy import READY_TIMEOUT, Deployment, Plan, check_options
 from modelpack.deployers import _process
 from modelpack.errors import DeploymentError, InvalidInputError
@@ -48,6 +49,8 @@ class LocalDeployer:
         "max_latency_ms": "longest wait for a batch to fill [default: 5]",
         "runtime": "native (the model's flavor) or onnx (its onnx flavor) [default: native]",
         "device": "cpu, cuda or cuda:N [default: cpu]",
+        "trust": "what the server may run when it loads the model: true (everything) or "
+        "NAME[,NAME] exact types/classes; written into its command line [default: nothing]",
         READY_TIMEOUT: "seconds update waits for the new server before keeping the old one",
     }
 
@@ -171,7 +174,13 @@ class LocalDeployer:
         return self._resolve(model_uri)
 
     def _serve_options(self, options: Mapping[str, Any]) -> builtins.list[str]:
-        return ["--runtime", str(options["runtime"]), "--device", str(options["device"])]
+        return [
+            "--runtime",
+            str(options["runtime"]),
+            "--device",
+            str(options["device"]),
+            *trust.cli_args(trust.parse(options.get("trust"))),
+        ]
 
     def _details(self, state: Mapping[str, Any], ready: bool) -> dict[str, Any]:
         return {}

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from modelpack import trust
 from modelpack.deployers import _process
 from modelpack.deployers.local import LocalDeployer
 from modelpack.errors import InvalidInputError, MissingDependencyError
@@ -51,7 +52,12 @@ class OnnxDeployer(LocalDeployer):
 
     def _serve_options(self, options: Mapping[str, Any]) -> builtins.list[str]:
         device = str(options["device"])  # resolved by _start; "auto" only in a plan
-        return ["--runtime", "onnx", "--device", _device(device) if device == "auto" else device]
+        return [
+            "--runtime",
+            "onnx",
+            "--device",
+            _device(device) if device == "auto" else device,
+        ]
 
     def _start(
         self, name: str, model_uri: str, options: dict[str, Any], generation: int
@@ -80,7 +86,8 @@ class OnnxDeployer(LocalDeployer):
         target = self._model_dir(name, generation)
         shutil.rmtree(target, ignore_errors=True)  # left by a crash: never served
         rtol, atol = float(options.get("rtol", 1e-4)), float(options.get("atol", 1e-5))
-        return to_onnx(path, target, rtol=rtol, atol=atol).resolve()
+        granted = trust.parse(options.get("trust"))  # converting loads the source model
+        return to_onnx(path, target, rtol=rtol, atol=atol, trust=granted).resolve()
 
     def _model_dir(self, name: str, generation: int) -> Path:
         return self._dir() / name / ("model" if generation == 1 else f"model.{generation}")

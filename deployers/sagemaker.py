@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from modelpack import trust
 from modelpack.deploy import Deployment, Plan, wait_until
 from modelpack.deployers import _sagemaker_aws as aws
 from modelpack.deployers._sagemaker_options import OPTIONS, Settings
@@ -335,7 +336,7 @@ class SageMakerDeployer:
             "primary_container": {
                 "image": image,
                 "model_data_url": f"s3://{bucket}/{key}",
-                "environment": {MODEL_URI_ENV: str(model_uri)},
+                "environment": {MODEL_URI_ENV: str(model_uri), **_trust_env(settings.trust)},
             },
             "execution_role_arn": settings.role,
         }
@@ -442,3 +443,11 @@ class SageMakerDeployer:
         return wait_until(
             lambda: self.status(name, session), timeout=settings.ready_timeout, interval=5.0
         )
+
+
+def _trust_env(value: str | None) -> dict[str, str]:
+    # SageMaker starts the image with the one argument `serve`: trust travels in its environment.
+    granted = trust.parse(value)
+    if not granted:
+        return {}
+    return {trust.TRUST_ENV: "1" if granted is True else ",".join(granted)}

@@ -18,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelpack.errors import InvalidModelError, UntrustedModelError
+from modelpack.errors import InvalidModelError
 from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
+from modelpack.trust import CLASS, PICKLE, Need, TrustArg, dotted
+from modelpack.trust import CODE as SHIPPED_CODE
 
 ARTIFACTS = "artifacts"
 CODE = "code"
@@ -62,7 +64,7 @@ class PythonFlavor:
                 f"{type(obj).__name__} has no predict(self, data) method; "
                 "the python flavor needs an instance of a class that has one"
             )
-        config: dict[str, Any] = {"serialization": serialization, "executes_code": True}
+        config: dict[str, Any] = {"serialization": serialization}
         config["artifacts"] = _copy_artifacts(artifacts or {}, path / ARTIFACTS)
         config["code_paths"] = _copy_code(code_paths or [], path / CODE)
         if serialization == "cloudpickle":
@@ -90,17 +92,22 @@ class PythonFlavor:
         config["class"] = f"{cls.__module__}:{cls.__qualname__}"
         return config
 
+    def trust_needs(self, path: Path, config: Mapping[str, Any]) -> list[Need]:
+        # A python model is code by nature: its class (or pickle), and whatever it ships.
+        if config.get("serialization") == "cloudpickle":
+            needs = [Need(PICKLE, f"model/{config.get('file', 'model.pkl')}")]
+        else:
+            needs = [Need(CLASS, dotted(str(config.get("class", ""))))]
+        if config.get("code_paths"):
+            needs.append(Need(SHIPPED_CODE, f"model/{CODE}/"))
+        return needs
+
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
+        options.trust.check(self.trust_needs(path, config), model=str(path.parent))
         code_dir = path / CODE
         if config.get("code_paths") and str(code_dir) not in sys.path:
             sys.path.insert(0, str(code_dir))
         if config.get("serialization") == "cloudpickle":
-            if not options.trust_pickle:
-                raise UntrustedModelError(
-                    "this python model is a cloudpickle, and loading a pickle runs code from "
-                    "the file; load it only if you trust its source, with trust_pickle=True "
-                    "or MODELPACK_TRUST_PICKLE=1"
-                )
             with open(path / str(config["file"]), "rb") as fh:
                 model = pickle.load(fh)
         else:
@@ -199,6 +206,8 @@ def save(
     )
 
 
-def load(path: str | os.PathLike[str], *, trust_pickle: bool | None = None) -> Any:
-    """The custom model instance saved at ``path``, with its context loaded."""
-    return load_native("python", path, trust_pickle=trust_pickle)
+def load(
+    path: str | os.PathLike[str], *, trust: TrustArg = None, trust_pickle: bool | None = None
+) -> Any:
+    """The custom model instance saved at ``path``, with its context loaded (needs trust)."""
+    return load_native("python", path, trust=trust, trust_pickle=trust_pickle)

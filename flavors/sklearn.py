@@ -14,16 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelpack.errors import InvalidModelError, UntrustedModelError
+from modelpack.errors import InvalidModelError
 from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
+from modelpack.trust import FUNCTION, PICKLE, TYPE, Need, TrustArg
 
 SERIALIZATIONS = ("skops", "pickle")
 # skops lists scikit-learn's estimators at import, walking every sklearn package, and
 # sklearn.externals.array_api_compat.<backend> imports that backend: torch alone costs seconds.
 _ARRAY_API_BACKENDS = ("torch", "cupy", "jax", "dask")
-# Types from the libraries this flavor already requires are trusted by default.
-_TRUSTED_ROOTS = ("sklearn", "numpy", "scipy")
 
 
 class _SkipUnusedArrayBackends(importlib.abc.MetaPathFinder):
@@ -203,37 +202,43 @@ class SklearnFlavor:
             import cloudpickle
 
             config["file"] = "model.pkl"
-            config["executes_code"] = True
             with open(path / "model.pkl", "wb") as fh:
                 cloudpickle.dump(obj, fh, protocol=pickle.DEFAULT_PROTOCOL)
             return config
         sio = _skops_io()
         config["file"] = "model.skops"
-        sio.dump(obj, path / "model.skops")
-        config["untrusted_types"] = sio.get_untrusted_types(file=path / "model.skops")
+        try:
+            sio.dump(obj, path / "model.skops")
+        except Exception as exc:  # skops refuses what it cannot represent (e.g. Birch's tree)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise InvalidModelError(
+                f"skops cannot save this {type(obj).__name__} ({type(exc).__name__}: {reason}); "
+                "save it with serialization='pickle' (loading it then needs trust=True)"
+            ) from exc
         return config
+
+    def trust_needs(self, path: Path, config: Mapping[str, Any]) -> list[Need]:
+        file = str(config.get("file", "model.skops"))
+        if config.get("serialization") == "pickle":
+            return [Need(PICKLE, f"model/{file}")]
+        # skops reads the file's schema without constructing anything; what it does not trust
+        # by default, the policy must (or the load is refused before skops builds anything).
+        return [_need(name) for name in _untrusted_types(path / file)]
 
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
         file = path / str(config.get("file", "model.skops"))
+        needs = self.trust_needs(path, config)
+        options.trust.check(needs, model=str(path.parent))
         if config.get("serialization") == "pickle":
-            if not options.trust_pickle:
-                raise UntrustedModelError(
-                    f"{file.name} is a pickle, and loading a pickle runs code from the file; "
-                    "load it only if you trust its source, with trust_pickle=True "
-                    "or MODELPACK_TRUST_PICKLE=1"
-                )
             with open(file, "rb") as fh:
                 return pickle.load(fh)
-        sio = _skops_io()
-        untrusted = sio.get_untrusted_types(file=file)
-        risky = [t for t in untrusted if t.split(".", 1)[0] not in _TRUSTED_ROOTS]
-        if risky and not options.trust_pickle:
-            raise UntrustedModelError(
-                f"{file.name} holds types outside scikit-learn/numpy/scipy that could run code "
-                f"when loaded: {', '.join(risky)}; load it only if you trust its source, "
-                "with trust_pickle=True or MODELPACK_TRUST_PICKLE=1"
-            )
-        return sio.load(file, trusted=untrusted)
+        try:
+            return _skops_io().load(file, trusted=options.trust.allowed_names(needs))
+        except (ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
+            raise InvalidModelError(
+                f"{file.name}: skops cannot rebuild the estimator ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
+            ) from exc
 
     def predictor(
         self, path: Path, config: Mapping[str, Any], options: LoadOptions
@@ -276,6 +281,23 @@ def save(
     )
 
 
-def load(path: str | os.PathLike[str], *, trust_pickle: bool | None = None) -> Any:
+def load(
+    path: str | os.PathLike[str], *, trust: TrustArg = None, trust_pickle: bool | None = None
+) -> Any:
     """The estimator saved at ``path``."""
-    return load_native("sklearn", path, trust_pickle=trust_pickle)
+    return load_native("sklearn", path, trust=trust, trust_pickle=trust_pickle)
+
+
+def _untrusted_types(file: Path) -> list[str]:
+    try:
+        names: list[str] = _skops_io().get_untrusted_types(file=file)
+    except Exception as exc:  # a malformed archive is a broken model, not a crash
+        raise InvalidModelError(
+            f"{file.name} is not a readable skops file ({type(exc).__name__}: {exc})"
+        ) from exc
+    return names
+
+
+def _need(name: str) -> Need:
+    # skops names types and functions alike; a lower-case last part is a function by convention.
+    return Need(FUNCTION if name.rpartition(".")[2][:1].islower() else TYPE, name)

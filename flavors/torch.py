@@ -23,10 +23,10 @@ from modelpack.errors import (
     InvalidInputError,
     InvalidModelError,
     ModelpackError,
-    UntrustedModelError,
 )
 from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
+from modelpack.trust import CLASS, CODE, Need, TrustArg, dotted
 
 if TYPE_CHECKING:
     import torch
@@ -157,12 +157,19 @@ class TorchFlavor:
             config["buffers"] = {"file": BUFFERS, "aliases": extra_aliases}
         if code_paths:
             _copy_code(code_paths, path / CODE_DIR)
-            config.update(code=CODE_DIR, executes_code=True)
+            config["code"] = CODE_DIR
         return config
 
+    def trust_needs(self, path: Path, config: Mapping[str, Any]) -> list[Need]:
+        needs = [Need(CLASS, dotted(str(config.get("class", ""))))]
+        if config.get("code"):
+            needs.append(Need(CODE, f"model/{config['code']}/"))
+        return needs
+
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
+        options.trust.check(self.trust_needs(path, config), model=str(path.parent))
         device = _device(options.device)
-        cls = _import_class(str(config["class"]), path, config.get("code"), options)
+        cls = _import_class(str(config["class"]), path, config.get("code"))
         args = dict(config.get("init_args") or {})
         module = _build(cls, args)
         _materialise(module, path, config, device)
@@ -347,19 +354,12 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _import_class(
-    spec: str, path: Path, code: str | None, options: LoadOptions
-) -> type[torch.nn.Module]:
+def _import_class(spec: str, path: Path, code: str | None) -> type[torch.nn.Module]:
+    # Only called once the trust policy granted the class (and the shipped code, if any).
     import torch
 
-    if code:
-        if not options.trust_pickle:
-            raise UntrustedModelError(
-                f"this model ships Python code ({code}/) that runs when it loads; load it only "
-                "if you trust its source, with trust_pickle=True or MODELPACK_TRUST_PICKLE=1"
-            )
-        if str(path / code) not in sys.path:
-            sys.path.insert(0, str(path / code))
+    if code and str(path / code) not in sys.path:
+        sys.path.insert(0, str(path / code))
     module_name, _, qualname = spec.partition(":")
     no_pyc = sys.dont_write_bytecode
     sys.dont_write_bytecode = bool(code) or no_pyc  # a .pyc in model/code fails the manifest
@@ -441,6 +441,6 @@ def save(
     )
 
 
-def load(path: str | os.PathLike[str], *, device: str = "cpu") -> Any:
+def load(path: str | os.PathLike[str], *, device: str = "cpu", trust: TrustArg = None) -> Any:
     """The ``nn.Module`` saved at ``path``, in eval mode, on ``device``."""
-    return load_native("torch", path, device=device)
+    return load_native("torch", path, device=device, trust=trust)

@@ -12,6 +12,7 @@ from modelpack._version import __version__
 
 if TYPE_CHECKING:
     from modelpack import errors, flavors, plugins, signature
+    from modelpack._rest import get_tracking_uri, set_tracking_uri
     from modelpack.model import Model, load, save
     from modelpack.signature import Signature, infer_signature
     from modelpack.tracking import (
@@ -49,6 +50,8 @@ _LAZY = {
     "end_run": "modelpack.tracking",
     "get_run": "modelpack.tracking",
     "search_runs": "modelpack.tracking",
+    "set_tracking_uri": "modelpack._rest",
+    "get_tracking_uri": "modelpack._rest",
 }
 _SUBMODULES = {
     "batch",
@@ -63,6 +66,7 @@ _SUBMODULES = {
     "deployers",
     "testing",
     "tracking",
+    "trust",
 }
 
 __all__ = [
@@ -75,6 +79,7 @@ __all__ = [
     "errors",
     "flavors",
     "get_run",
+    "get_tracking_uri",
     "infer_signature",
     "load",
     "log_artifact",
@@ -87,6 +92,7 @@ __all__ = [
     "save",
     "search_runs",
     "set_tag",
+    "set_tracking_uri",
     "signature",
     "start_run",
     "tracking",

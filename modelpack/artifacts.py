@@ -17,7 +17,7 @@ from typing import Protocol
 
 from modelpack._fs import sha256_file
 from modelpack.descriptor import DESCRIPTOR, Descriptor, verify_manifest
-from modelpack.errors import ArtifactError, UnsafePathError
+from modelpack.errors import ArtifactError, IntegrityError, UnsafePathError
 
 ARTIFACT_ENV = "MODELPACK_ARTIFACT_URI"
 
@@ -127,6 +127,13 @@ def local_store() -> ArtifactStore:
     return LocalArtifactStore(home() / "artifacts")
 
 
+def check_manifest_paths(descriptor: Descriptor) -> None:
+    """Refuse a manifest naming a path outside the model, or one spelled two ways."""
+    for rel in descriptor.files:
+        if safe_relpath(rel) != rel or rel == DESCRIPTOR:
+            raise UnsafePathError(f"manifest path {rel!r} is not a plain relative file path")
+
+
 def cache_root() -> Path:
     from modelpack.store.db import home
 
@@ -147,8 +154,7 @@ def put_tree(store: ArtifactStore, root: Path) -> dict[str, tuple[str, int]]:
 def store_model(store: ArtifactStore, model_dir: Path) -> tuple[str, Descriptor]:
     """Verify and store a model directory; return its descriptor's sha256 and the descriptor."""
     descriptor = Descriptor.read(model_dir)
-    for rel in descriptor.files:
-        safe_relpath(rel)
+    check_manifest_paths(descriptor)
     verify_manifest(model_dir, descriptor.files)
     for rel, entry in descriptor.files.items():
         store.put_file(model_dir / rel, entry.sha256)
@@ -160,6 +166,13 @@ def materialize(descriptor_sha: str, store: ArtifactStore | None = None) -> Path
     store = store or default_store()
     target = cache_root() / "models" / descriptor_sha
     if (target / DESCRIPTOR).is_file():
+        # The registry pinned this digest: a cached copy whose descriptor changed is not it.
+        if hashlib.sha256((target / DESCRIPTOR).read_bytes()).hexdigest() != descriptor_sha:
+            raise IntegrityError(
+                f"{target}: the cached descriptor changed since it was fetched; the registry "
+                f"records sha256:{descriptor_sha} (delete the folder to fetch it again)",
+                file=DESCRIPTOR,
+            )
         return target
     with _staging(target) as tmp:
         _fetch(store, descriptor_sha, tmp / DESCRIPTOR)

@@ -18,6 +18,7 @@ from modelpack.descriptor import Descriptor, build_manifest
 from modelpack.environment import environment_info, pinned
 from modelpack.errors import ConversionError
 from modelpack.model import MODEL_SUBDIR, load
+from modelpack.trust import TrustArg, legacy
 from modelpack.uris import resolve
 
 CONVERTIBLE = ("sklearn", "torch")
@@ -33,6 +34,7 @@ def to_onnx(
     opset: int | None = None,
     rows: int = PARITY_ROWS,
     overwrite: bool = False,
+    trust: TrustArg = None,
     trust_pickle: bool | None = None,
 ) -> Path:
     """Write a copy of the model at ``uri`` with an added ``onnx`` flavor, parity-checked.
@@ -55,7 +57,7 @@ def to_onnx(
         raise ConversionError(
             f"cannot convert a {flavor} model to ONNX (convertible: {', '.join(CONVERTIBLE)})"
         )
-    model = load(source, trust_pickle=trust_pickle)
+    model = load(source, trust=legacy(trust, trust_pickle))
     if model.signature is None:
         raise ConversionError(
             f"{text} has no signature, so its input types are unknown; save it with an "
@@ -166,6 +168,7 @@ def _write(
             environment=environment_info(),
             metadata=dict(descriptor.metadata),
             parent=parent_info(uri, descriptor),
+            trust=descriptor.trust,  # the loader is unchanged, and so is what it needs
         )
         converted.files = build_manifest(tmp)
         converted.write(tmp)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 
 from modelpack._fs import atomic_write_bytes, hash_files, walk_files
@@ -18,7 +20,8 @@ DESCRIPTOR = "modelpack.yaml"
 # libyaml's safe loader/dumper when present: ~8x faster than the pure-Python ones.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-FORMAT_VERSION = 1
+# 2: the descriptor carries ``trust`` (what loading needs to trust) and ``checksum`` (of itself).
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Descriptor:
     environment: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     parent: dict[str, Any] | None = None
+    trust: dict[str, Any] | None = None
     files: dict[str, FileEntry] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     model_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -57,6 +61,7 @@ class Descriptor:
             "environment": self.environment,
             "metadata": self.metadata,
             "parent": self.parent,
+            "trust": self.trust,
             "files": {p: {"size": e.size, "sha256": e.sha256} for p, e in self.files.items()},
         }
 
@@ -72,7 +77,7 @@ class Descriptor:
                 f"{source} has format_version {version}, but modelpack {__version__} reads "
                 f"up to {FORMAT_VERSION}; upgrade modelpack to load this model"
             )
-        known = set(cls.__dataclass_fields__)
+        known = {*cls.__dataclass_fields__, CHECKSUM}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InvalidModelError(f"{source}: unknown field(s) {', '.join(unknown)}")
@@ -89,7 +94,7 @@ class Descriptor:
             }
         except (TypeError, KeyError, ValueError) as exc:
             raise InvalidModelError(f"{source}: malformed files manifest ({exc})") from exc
-        kwargs = {k: v for k, v in data.items() if k != "files"}
+        kwargs = {k: v for k, v in data.items() if k not in ("files", CHECKSUM)}
         kwargs["created_at"] = str(kwargs.get("created_at", ""))
         for key in ("environment", "metadata"):
             kwargs[key] = kwargs.get(key) or {}
@@ -104,11 +109,52 @@ class Descriptor:
             data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
         except yaml.YAMLError as exc:
             raise InvalidModelError(f"{path}: not valid YAML ({exc})".splitlines()[0]) from exc
-        return cls.from_dict(data, source=str(path))
+        descriptor = cls.from_dict(data, source=str(path))
+        check_checksum(data, source=str(path))
+        return descriptor
 
     def write(self, model_dir: Path) -> None:
-        text = yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-        atomic_write_bytes(Path(model_dir) / DESCRIPTOR, text.encode("utf-8"))
+        data = self.to_dict()
+        # The checksum is over what a reader gets back, so YAML's own spellings cannot skew it.
+        data[CHECKSUM] = content_checksum(yaml.load(_dump(data), Loader=_Loader))
+        atomic_write_bytes(Path(model_dir) / DESCRIPTOR, _dump(data).encode("utf-8"))
+
+
+CHECKSUM = "checksum"
+
+
+def _dump(data: dict[str, Any]) -> str:
+    text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return text
+
+
+def content_checksum(data: dict[str, Any]) -> str:
+    """sha256 of the descriptor's content less the checksum itself, in a canonical JSON form.
+
+    It catches a descriptor edited after save (a changed signature or flavor config loads
+    differently even when every file matches the manifest). Whoever edits on purpose can
+    recompute it: the model's *digest* (the sha256 of the whole descriptor file), pinned
+    outside the directory by a registry, a trust grant or ``--digest``, is what resists that.
+    """
+    body = {k: v for k, v in data.items() if k != CHECKSUM}
+    canonical = orjson.dumps(
+        body, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str
+    )
+    return f"sha256:{hashlib.sha256(canonical).hexdigest()}"
+
+
+def check_checksum(data: dict[str, Any], *, source: str) -> None:
+    if data.get("format_version", 1) < 2:
+        return  # written before descriptors carried a checksum
+    recorded = data.get(CHECKSUM)
+    if not isinstance(recorded, str):
+        raise IntegrityError(f"{source}: the descriptor's checksum is missing", file=DESCRIPTOR)
+    if recorded != content_checksum(data):
+        raise IntegrityError(
+            f"{source} was edited after the model was saved: its content does not match "
+            "its checksum",
+            file=DESCRIPTOR,
+        )
 
 
 def build_manifest(model_dir: Path) -> dict[str, FileEntry]:

@@ -27,6 +27,7 @@ class ImageOptions:
     gpu: bool = False
     fetch_model: bool = False  # fetch from the artifact store at start instead of baking in
     modelpack_wheel: Path | None = None  # reuse a built modelpack wheel
+    trust: bool | tuple[str, ...] | None = None  # written into the entry point, never implied
 
 
 def write_context(model_uri: str, dest: Path, options: ImageOptions = ImageOptions()) -> Path:
@@ -56,7 +57,9 @@ def write_context(model_uri: str, dest: Path, options: ImageOptions = ImageOptio
     (dest / _dockerfile.CA_FILE).write_text("", encoding="utf-8")
     if not options.fetch_model:
         shutil.copytree(model_dir, dest / "model")
-    entrypoint = ["modelpack", "serve"]
+    from modelpack.trust import cli_args
+
+    entrypoint = ["modelpack", "serve", *cli_args(options.trust)]
     if options.gpu and "onnx" in descriptor.flavors:
         entrypoint += ["--runtime", "onnx", "--device", "cuda"]
     (dest / "Dockerfile").write_text(

@@ -15,19 +15,28 @@ from modelpack import plugins
 from modelpack._fs import atomic_directory
 from modelpack.descriptor import Descriptor, build_manifest, verify_manifest
 from modelpack.environment import environment_info, pinned
-from modelpack.errors import InvalidModelError, PluginError, UnsupportedModelError
+from modelpack.errors import (
+    IntegrityError,
+    InvalidModelError,
+    ModelpackError,
+    PluginError,
+    UnsupportedModelError,
+)
 from modelpack.payload import decode, encode_example
-from modelpack.plugins import Flavor, LoadOptions, Predictor
+from modelpack.plugins import ChecksTrust, Flavor, LoadOptions, Predictor
 from modelpack.signature import Signature, infer_schema
+from modelpack.trust import (
+    Need,
+    Trust,
+    TrustArg,
+    descriptor_digest,
+    policy,
+    trusted_by_default,
+)
 from modelpack.uris import resolve
 
 MODEL_SUBDIR = "model"
 EXAMPLE_FILE = "input_example.json"
-TRUST_ENV = "MODELPACK_TRUST_PICKLE"
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def pick_flavor(obj: Any) -> Flavor:
@@ -106,6 +115,7 @@ def save_with(
             (tmp / EXAMPLE_FILE).write_bytes(orjson.dumps(body))
             example_info = {"file": EXAMPLE_FILE, "format": next(iter(body))}
             sig = _example_signature(flavor, obj, model_dir, config, input_example, sig)
+        needs = trust_needs(flavor, model_dir, config)
         reqs = pinned([*flavor.requirements(config), *(requirements or [])])
         (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
         descriptor = Descriptor(
@@ -116,6 +126,7 @@ def save_with(
             environment=environment_info(),
             metadata=dict(metadata or {}),
             parent=dict(parent) if parent else None,
+            trust=trust_record(needs),
         )
         descriptor.files = build_manifest(tmp)
         descriptor.write(tmp)
@@ -152,7 +163,7 @@ def _example_signature(
     predictor: Predictor = (
         wrap(obj, config)
         if wrap is not None
-        else flavor.predictor(model_dir, config, LoadOptions(trust_pickle=True))
+        else flavor.predictor(model_dir, config, LoadOptions(trust=Trust.all()))
     )
     output = predictor.predict(sig.enforce(example))
     return Signature(inputs=inputs, outputs=infer_schema(output))
@@ -162,12 +173,18 @@ class Model:
     """A saved model loaded for inference, whatever its flavor."""
 
     def __init__(
-        self, path: Path, descriptor: Descriptor, flavor: Flavor, predictor: Predictor
+        self,
+        path: Path,
+        descriptor: Descriptor,
+        flavor: Flavor,
+        predictor: Predictor,
+        options: LoadOptions | None = None,
     ) -> None:
         self.path = path
         self.descriptor = descriptor
         self.flavor = flavor
         self.predictor = predictor
+        self._options = options or LoadOptions()
         self.signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
         self._takes_params = "params" in inspect.signature(predictor.predict).parameters
 
@@ -199,7 +216,7 @@ class Model:
         if native is not None:
             return native
         config = self.descriptor.flavors[self.descriptor.loader]
-        return self.flavor.load(self.path / MODEL_SUBDIR, config, LoadOptions())
+        return self.flavor.load(self.path / MODEL_SUBDIR, config, self._options)
 
     def __repr__(self) -> str:
         return f"<Model {self.descriptor.loader} {self.model_id} at {self.path}>"
@@ -209,16 +226,23 @@ def load(
     uri: str | os.PathLike[str],
     *,
     device: str = "cpu",
-    trust_pickle: bool | None = None,
+    trust: TrustArg = None,
+    digest: str | None = None,
     flavor: str | None = None,
+    trust_pickle: bool | None = None,
 ) -> Model:
-    """Load any saved model for inference: ``modelpack.load(uri).predict(data)``."""
-    path, descriptor = _open(uri)
+    """Load any saved model for inference: ``modelpack.load(uri).predict(data)``.
+
+    Nothing named by the model runs unless trusted (``modelpack.trust``): ``trust=True`` trusts
+    everything, ``trust=["pkg.Type", ...]`` those exact names; ``MODELPACK_TRUST`` and
+    ``modelpack trust add`` grant the same. ``digest`` ("sha256:..." or hex) pins the model's
+    content: a different descriptor is an ``IntegrityError``. ``trust_pickle`` is deprecated.
+    """
+    path, descriptor = _open(uri, digest)
     chosen = plugins.flavor(_flavor_name(path, descriptor, flavor or descriptor.loader))
-    predictor = _verified(
-        path, descriptor, chosen.name, trust_pickle, device, lambda f, *a: f.predictor(*a)
-    )
-    return Model(path, descriptor, chosen, predictor)
+    options = LoadOptions(device=device, trust=policy(trust, trust_pickle=trust_pickle))
+    predictor = _verified(path, descriptor, chosen.name, options, lambda f, *a: f.predictor(*a))
+    return Model(path, descriptor, chosen, predictor, options)
 
 
 def load_native(
@@ -226,17 +250,33 @@ def load_native(
     uri: str | os.PathLike[str],
     *,
     device: str = "cpu",
+    trust: TrustArg = None,
     trust_pickle: bool | None = None,
 ) -> Any:
     """The native object of the ``flavor_name`` flavor (what ``flavors.<name>.load`` calls)."""
     path, descriptor = _open(uri)
     name = _flavor_name(path, descriptor, flavor_name)
-    return _verified(path, descriptor, name, trust_pickle, device, lambda f, *a: f.load(*a))
+    options = LoadOptions(device=device, trust=policy(trust, trust_pickle=trust_pickle))
+    return _verified(path, descriptor, name, options, lambda f, *a: f.load(*a))
 
 
-def _open(uri: str | os.PathLike[str]) -> tuple[Path, Descriptor]:
+def _open(uri: str | os.PathLike[str], digest: str | None = None) -> tuple[Path, Descriptor]:
     path = resolve(Path(uri) if isinstance(uri, os.PathLike) else uri)
+    if digest is not None:
+        check_digest(path, digest)
     return path, Descriptor.read(path)
+
+
+def check_digest(path: Path, expected: str) -> str:
+    """The model's content digest, which must be ``expected`` ("sha256:<hex>" or "<hex>")."""
+    actual = descriptor_digest(path)
+    if expected.strip().lower().removeprefix("sha256:") != actual:
+        raise IntegrityError(
+            f"{path}: the model's digest is sha256:{actual}, not {expected}: "
+            "its descriptor differs from the one pinned",
+            file="modelpack.yaml",
+        )
+    return actual
 
 
 def _flavor_name(path: Path, descriptor: Descriptor, name: str) -> str:
@@ -247,27 +287,76 @@ def _flavor_name(path: Path, descriptor: Descriptor, name: str) -> str:
     return name
 
 
+def check_trust(
+    uri: str | os.PathLike[str], trust: TrustArg = None, *, flavor: str | None = None
+) -> list[Need]:
+    """Raise :class:`UntrustedModelError` unless ``trust`` covers what loading ``uri`` needs.
+
+    Nothing is imported or built: what ``serve`` and Spark ask before they start. Returns the
+    needs that were granted (empty for a model that loads with no trust).
+    """
+    path, _, needs = untrusted_needs(uri, flavor=flavor)
+    policy(trust).with_digest(descriptor_digest(path)).check(needs, model=str(path))
+    return needs
+
+
+def untrusted_needs(
+    uri: str | os.PathLike[str], *, flavor: str | None = None
+) -> tuple[Path, Descriptor, list[Need]]:
+    """What loading ``uri`` with ``flavor`` (default: its loader) needs trust for."""
+    path, descriptor = _open(uri)
+    name = _flavor_name(path, descriptor, flavor or descriptor.loader)
+    needs = _needs(plugins.flavor(name), path, descriptor, descriptor.flavors[name])
+    return path, descriptor, [n for n in needs if not trusted_by_default(n)]
+
+
+def _needs(
+    flavor: Flavor, path: Path, descriptor: Descriptor, config: Mapping[str, Any]
+) -> list[Need]:
+    try:
+        return trust_needs(flavor, path / MODEL_SUBDIR, config)
+    except ModelpackError:
+        verify_manifest(path, descriptor.files, cached=True)  # a corrupt file says it better
+        raise
+
+
+def trust_needs(flavor: Flavor, model_dir: Path, config: Mapping[str, Any]) -> list[Need]:
+    """What loading the flavor's files would run or construct (read without running anything)."""
+    if not isinstance(flavor, ChecksTrust):
+        return []
+    return sorted(set(flavor.trust_needs(model_dir, config)))
+
+
+def trust_record(needs: Sequence[Need]) -> dict[str, Any]:
+    """What the descriptor records at save: does loading run code, and what needs trust."""
+    untrusted = [n for n in needs if not trusted_by_default(n)]
+    return {"executes_code": bool(untrusted), "needs": [n.to_dict() for n in untrusted]}
+
+
 def _verified(
     path: Path,
     descriptor: Descriptor,
     name: str,
-    trust_pickle: bool | None,
-    device: str,
+    options: LoadOptions,
     build: Callable[[Flavor, Path, Mapping[str, Any], LoadOptions], Any],
 ) -> Any:
-    """``build`` the flavor's object once the manifest is verified.
+    """``build`` the flavor's object once the trust policy allows it and the files are verified.
 
-    Formats that run no code when read (safetensors, skops, ONNX) are read while the manifest
-    hashes in another thread, so the load costs max(read, hash), not their sum; anything that
-    may run code from the files (pickle, shipped code, trusted types) waits for the check.
-    Files an earlier load verified, unchanged since, are not hashed again (``_verified``).
+    The trust check comes first and reads the files without running anything from them, so a
+    refused load has no side effect. Formats that run nothing named by the files (safetensors,
+    skops with only default-trusted types, ONNX) are read while the manifest hashes in another
+    thread, so the load costs max(read, hash), not their sum; anything granted by trust waits
+    for the check. Files an earlier load verified, unchanged since, are not hashed again.
     """
     flavor = plugins.flavor(name)
     config = descriptor.flavors[name]
-    trust = _truthy(os.environ.get(TRUST_ENV)) if trust_pickle is None else trust_pickle
-    options = LoadOptions(device=device, trust_pickle=trust)
-    args = (flavor, path / MODEL_SUBDIR, config, options)
-    if config.get("executes_code") or trust:
+    model_dir = path / MODEL_SUBDIR
+    needs = _needs(flavor, path, descriptor, config)
+    trust = options.trust.with_digest(descriptor_digest(path))
+    trust.check(needs, model=str(path))
+    options = LoadOptions(device=options.device, trust=trust)
+    args = (flavor, model_dir, config, options)
+    if any(not trusted_by_default(n) for n in needs):
         verify_manifest(path, descriptor.files, cached=True)
         return build(*args)
     with ThreadPoolExecutor(1) as pool:

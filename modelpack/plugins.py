@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, runtime_checkable
 
 from modelpack.errors import PluginError
+from modelpack.trust import Need, Trust
 
 if TYPE_CHECKING:
     from modelpack.signature import Signature
@@ -31,12 +32,18 @@ GROUPS = {
 class LoadOptions:
     """Options every flavor understands when loading.
 
-    ``device`` is where tensors go (flavors without devices ignore it);
-    ``trust_pickle`` allows formats that execute code when loaded.
+    ``device`` is where tensors go (flavors without devices ignore it); ``trust`` is what the
+    caller chose to trust (``modelpack.trust``): a flavor asks it before anything that may run
+    code named by the model, and passes only what it grants to its format's loader.
     """
 
     device: str = "cpu"
-    trust_pickle: bool = False
+    trust: Trust = field(default_factory=Trust)
+
+    @property
+    def trust_pickle(self) -> bool:
+        """Deprecated: ``trust.everything``."""
+        return self.trust.everything
 
 
 @runtime_checkable
@@ -69,6 +76,19 @@ class Flavor(Protocol):
     def predictor(
         self, path: Path, config: Mapping[str, Any], options: LoadOptions
     ) -> Predictor: ...
+
+
+@runtime_checkable
+class ChecksTrust(Protocol):
+    """A flavor whose loads may execute or construct something named by the model files.
+
+    ``trust_needs`` reads the saved files (without running anything from them) and returns
+    every type, function, class, pickle or code a load would run or construct; the core asks the
+    trust policy before ``load``/``predictor`` and records the list at save. A flavor without it
+    declares that its loads run nothing from the files (ONNX, plain tensors).
+    """
+
+    def trust_needs(self, path: Path, config: Mapping[str, Any]) -> Sequence[Need]: ...
 
 
 @runtime_checkable

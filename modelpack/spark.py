@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Tuple, Union  # noqa: UP035 (pyspark read
 import pandas as pd
 
 from modelpack.errors import InvalidInputError, MissingDependencyError
+from modelpack.trust import TrustArg, legacy
 
 if TYPE_CHECKING:
     from modelpack.model import Model
@@ -35,10 +36,10 @@ _Batches = Iterator[Tuple[Union[pd.Series, pd.DataFrame], ...]]  # noqa: UP006, 
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_model(path: str, trust_pickle: bool | None) -> Model:
+def _cached_model(path: str, trust: bool | tuple[str, ...] | None) -> Model:
     from modelpack.model import load
 
-    return load(path, trust_pickle=trust_pickle)
+    return load(path, trust=trust)
 
 
 def udf(
@@ -47,6 +48,7 @@ def udf(
     result_type: Any = "double",
     *,
     columns: Sequence[str] | None = None,
+    trust: TrustArg = None,
     trust_pickle: bool | None = None,
 ) -> Any:
     """A pandas UDF scoring its input columns with the model: ``df.select(f(*cols))``.
@@ -64,17 +66,22 @@ def udf(
 
     path = resolve(Path(model_uri) if isinstance(model_uri, os.PathLike) else model_uri)
     names = list(columns) if columns else _input_names(Descriptor.read(path).signature)
+    from modelpack.model import check_trust
+
+    trust = legacy(trust, trust_pickle)
+    check_trust(path, trust)  # refused here, on the driver, before anything is shipped
+    granted = trust if trust is None or isinstance(trust, bool) else tuple(trust)
     local = str(_ship(spark, path))
     is_struct = isinstance(result_type, StructType)
 
     # pyspark reads the eval type from these exact hints, so one function per return kind.
     def predict_series(batches: _Batches) -> Iterator[pd.Series]:
-        model = _cached_model(_executor_path(local), trust_pickle)
+        model = _cached_model(_executor_path(local), granted)
         for batch in batches:
             yield _score(model, _frame(batch, names)).iloc[:, 0]
 
     def predict_frame(batches: _Batches) -> Iterator[pd.DataFrame]:
-        model = _cached_model(_executor_path(local), trust_pickle)
+        model = _cached_model(_executor_path(local), granted)
         for batch in batches:
             yield _score(model, _frame(batch, names))
 
@@ -133,6 +140,7 @@ def score_files(
     columns: Sequence[str] | None = None,
     passthrough: Sequence[str] = (),
     spark: Any = None,
+    trust: TrustArg = None,
 ) -> int:
     """``modelpack batch --engine spark``: read, score with :func:`udf`, write part files."""
     from modelpack.batch._io import format_of
@@ -151,7 +159,7 @@ def score_files(
         list(columns) if columns else _input_names(Descriptor.read(resolve(model_uri)).signature)
     )
     features = names or [c for c in frame.columns if c not in passthrough]
-    f = udf(session, model_uri, "double", columns=features)
+    f = udf(session, model_uri, "double", columns=features, trust=trust)
     scored = frame.select(*passthrough, f(*features).alias("prediction"))
     writer = scored.write.mode("overwrite").format(_SPARK_FORMATS[out_fmt or "parquet"])
     writer.option("header", "true").save(output)

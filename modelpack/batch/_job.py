@@ -21,6 +21,7 @@ from modelpack.batch._lanes import Plan, scored_chunks
 from modelpack.batch._progress import Progress
 from modelpack.batch._scoring import ON_ERROR
 from modelpack.errors import InvalidInputError
+from modelpack.trust import TrustArg, legacy
 
 DEFAULT_BATCH_SIZE = 65_536
 ERRORS_SUFFIX = ".errors.jsonl"
@@ -57,6 +58,7 @@ def score(
     passthrough: Sequence[str] = (),
     on_error: str = "fail",
     progress: bool = False,
+    trust: TrustArg = None,
     trust_pickle: bool | None = None,
 ) -> BatchSummary:
     """Score ``input`` (file, directory of parts, or ``s3://``) into ``output``, chunk by chunk.
@@ -81,7 +83,8 @@ def score(
     descriptor = Descriptor.read(model_path)
     signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
     features = list(columns) if columns else _signature_columns(signature)
-    plan = Plan(str(model_path), features, list(passthrough), on_error, trust_pickle)
+    trust = legacy(trust, trust_pickle)
+    plan = Plan(str(model_path), features, list(passthrough), on_error, _picklable(trust))
     wanted = None if features is None else list(dict.fromkeys([*features, *passthrough]))
     errors_uri = out + ERRORS_SUFFIX
     started = time.perf_counter()
@@ -154,3 +157,8 @@ def _terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _picklable(trust: TrustArg) -> bool | list[str] | None:
+    # The plan travels to worker processes: a list, not whatever iterable the caller gave.
+    return trust if trust is None or isinstance(trust, bool) else list(trust)

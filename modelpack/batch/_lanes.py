@@ -41,7 +41,7 @@ class Plan:
     features: list[str] | None
     passthrough: list[str]
     on_error: str
-    trust_pickle: bool | None
+    trust: bool | list[str] | None
 
 
 @dataclass
@@ -107,7 +107,7 @@ def _hand_back(window: _Window) -> ChunkResult:
 def scorer_for(plan: Plan) -> ChunkScorer:
     from modelpack.model import load
 
-    model = load(plan.model_path, trust_pickle=plan.trust_pickle)
+    model = load(plan.model_path, trust=plan.trust)
     return ChunkScorer(model, plan.features, plan.passthrough, plan.on_error)
 
 

@@ -36,6 +36,7 @@ def _register() -> None:
         runs_commands,
         serve_commands,
         server_commands,
+        trust_commands,
     )
 
     batch_commands.register(app)
@@ -47,6 +48,7 @@ def _register() -> None:
     runs_commands.register(app)
     serve_commands.register(app)
     server_commands.register(app)
+    trust_commands.register(app)
 
 
 def _show_warning(

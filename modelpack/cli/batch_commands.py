@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from modelpack.cli._trust import TrustFlag, TrustPickle, TrustTypes, trust_arg
+
 
 def register(app: typer.Typer) -> None:
     app.command("batch")(batch)
@@ -42,7 +44,9 @@ def batch(
         str, typer.Option("--on-error", help="fail: stop at a bad chunk; skip: log bad rows.")
     ] = "fail",
     engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle-serialized models.")] = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
+    trust_pickle: TrustPickle = False,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Report progress on stderr.")
     ] = True,
@@ -61,6 +65,7 @@ def batch(
             input_format=input_format,
             columns=_names(columns),
             passthrough=_names(passthrough) or [],
+            trust=trust_arg(trust, trust_type, trust_pickle),
         )
         typer.echo(f"scored {rows:,} rows with spark into {output}")
         return
@@ -81,7 +86,7 @@ def batch(
             passthrough=_names(passthrough) or (),
             on_error=on_error,
             progress=progress,
-            trust_pickle=trust_pickle or None,
+            trust=trust_arg(trust, trust_type, trust_pickle),
         )
     except KeyboardInterrupt:
         typer.echo("interrupted: no output was written", err=True)

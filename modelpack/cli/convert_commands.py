@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from modelpack.cli import fail
+from modelpack.cli._trust import TrustFlag, TrustTypes, trust_arg
 from modelpack.errors import ModelpackError, ParityError
 
 PARITY_EXIT = 1  # the conversion ran and was refused; 2 stays for user mistakes
@@ -42,13 +43,22 @@ def convert(
         64
     ),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
 ) -> None:
     """Convert a saved model to ONNX as a new model directory, checked for parity."""
     from modelpack.convert import to_onnx
 
     try:
         out = to_onnx(
-            uri, output, rtol=rtol, atol=atol, opset=opset, rows=rows, overwrite=overwrite
+            uri,
+            output,
+            rtol=rtol,
+            atol=atol,
+            opset=opset,
+            rows=rows,
+            overwrite=overwrite,
+            trust=trust_arg(trust, trust_type),
         )
     except ParityError as exc:
         raise fail(exc, exit_code=PARITY_EXIT) from None

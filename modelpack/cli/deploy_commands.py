@@ -13,6 +13,7 @@ import orjson
 import typer
 
 from modelpack.cli import fail
+from modelpack.cli._trust import TrustFlag, TrustTypes, trust_arg
 from modelpack.deploy import READY_TIMEOUT, Deployment, Plan, check_options, wait_until
 from modelpack.errors import DeploymentError, InvalidInputError, ModelpackError
 
@@ -54,10 +55,12 @@ def plan(
     options: Options = None,
     config_file: ConfigFile = None,
     as_json: AsJson = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
 ) -> None:
     """Show what create or update would do (manifests as YAML on stdout); touch nothing."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file)
+        deployer, config = _deployer(target, options, config_file, trust=(trust, trust_type))
         _print_plan(_as_plan(deployer.plan(name, model_uri, config)), as_json)
 
 
@@ -71,10 +74,14 @@ def create(
     no_wait: NoWait = False,
     timeout: Timeout = 600.0,
     as_json: AsJson = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
 ) -> None:
     """Deploy a model under a new name and wait until it is ready."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file, timeout=timeout)
+        deployer, config = _deployer(
+            target, options, config_file, timeout=timeout, trust=(trust, trust_type)
+        )
         with _progress(f"creating {name} on {target}") as show:
             deployment = _as_deployment(deployer.create(name, model_uri, config))
             if not no_wait:
@@ -97,10 +104,14 @@ def update(
     no_wait: NoWait = False,
     timeout: Timeout = 600.0,
     as_json: AsJson = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
 ) -> None:
     """Replace a deployment's model (or options); the old version serves until the new is ready."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file, timeout=timeout)
+        deployer, config = _deployer(
+            target, options, config_file, timeout=timeout, trust=(trust, trust_type)
+        )
         with _progress(f"updating {name} on {target}") as show:
             deployment = _as_deployment(deployer.update(name, model_uri, config))
             if not no_wait:
@@ -187,11 +198,18 @@ def _user_errors() -> Iterator[None]:
 
 
 def _deployer(
-    target: str, pairs: list[str] | None, config_file: Path | None, timeout: float | None = None
+    target: str,
+    pairs: list[str] | None,
+    config_file: Path | None,
+    timeout: float | None = None,
+    trust: tuple[bool, list[str] | None] = (False, None),
 ) -> tuple[Any, dict[str, Any]]:
     from modelpack.plugins import get_plugin
 
     config = {**_read_config(config_file), **_parse_pairs(pairs or [])}
+    granted = trust_arg(*trust)  # --trust / --trust-type: the deployer's `trust` option
+    if granted:
+        config["trust"] = "true" if granted is True else ",".join(granted)
     deployer = get_plugin("deployer", target)
     allowed: Mapping[str, str] = getattr(deployer, "options", {})
     check_options(target, allowed, config)

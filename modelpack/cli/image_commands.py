@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from modelpack.cli import fail
+from modelpack.cli._trust import TrustFlag, TrustTypes, trust_arg
 from modelpack.errors import ModelpackError
 
 
@@ -50,11 +51,19 @@ def build_image(
         Path | None,
         typer.Option(help="CA bundle pip trusts inside the build (behind a TLS proxy)."),
     ] = None,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
 ) -> None:
     """Write a Dockerfile and context for a model and build the image with docker/podman/buildah."""
     from modelpack.image import ImageOptions, build_image, find_engine, write_context
 
-    options = ImageOptions(base_image=base_image, gpu=gpu, fetch_model=fetch_model)
+    granted = trust_arg(trust, trust_type)
+    options = ImageOptions(
+        base_image=base_image,
+        gpu=gpu,
+        fetch_model=fetch_model,
+        trust=tuple(granted) if isinstance(granted, list) else granted,
+    )
     try:
         if context_only is not None:
             write_context(uri, context_only, options)

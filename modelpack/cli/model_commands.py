@@ -11,6 +11,7 @@ import orjson
 import typer
 
 from modelpack.cli import fail
+from modelpack.cli._trust import TrustFlag, TrustPickle, TrustTypes, trust_arg
 from modelpack.errors import IntegrityError, InvalidInputError, ModelpackError
 
 
@@ -31,10 +32,13 @@ def inspect_model(
 ) -> None:
     """Show a model's descriptor: flavors, signature, environment, files."""
     from modelpack.descriptor import Descriptor
+    from modelpack.trust import descriptor_digest
     from modelpack.uris import resolve
 
-    descriptor = Descriptor.read(resolve(uri))
+    path = resolve(uri)
+    descriptor = Descriptor.read(path)
     data = descriptor.to_dict()
+    data["digest"] = f"sha256:{descriptor_digest(path)}"
     if as_json:
         _echo_json(data)
         return
@@ -47,6 +51,17 @@ def inspect_model(
         f"created {data['created_at']} with modelpack {data['modelpack_version']}, "
         f"format {data['format_version']}"
     )
+    console.print(f"digest {data['digest']}", highlight=False, soft_wrap=True)
+    trust = data["trust"]
+    if trust is None:
+        console.print("executes code: unknown (saved before modelpack recorded it; run scan)")
+    else:
+        needs = [f"{n['kind']} {n['name']}" for n in trust.get("needs", [])]
+        listed = f": {', '.join(needs)}" if needs else ""
+        verdict = "yes, loading needs trust for" if needs else "no"
+        console.print(
+            f"executes code: {verdict}{listed}", highlight=False, markup=False, soft_wrap=True
+        )
     for name, config in data["flavors"].items():
         details = ", ".join(
             f"{k}={v}" for k, v in config.items() if not isinstance(v, (dict, list))
@@ -82,18 +97,31 @@ def inspect_model(
     console.print(f"{len(data['files'])} files, {total:,} bytes")
 
 
-def verify_model(uri: Annotated[str, typer.Argument(help="Model path or URI.")]) -> None:
-    """Check every file against the manifest; exit 0 when intact, 1 when not."""
+def verify_model(
+    uri: Annotated[str, typer.Argument(help="Model path or URI.")],
+    digest: Annotated[
+        str | None,
+        typer.Option(help="The model's expected digest (sha256:...), as a registry records it."),
+    ] = None,
+) -> None:
+    """Check the descriptor and every file against the manifest; exit 0 when intact, 1 when not."""
     from modelpack.descriptor import Descriptor, verify_manifest
+    from modelpack.model import check_digest
+    from modelpack.trust import descriptor_digest
     from modelpack.uris import resolve
 
     path = resolve(uri)
-    descriptor = Descriptor.read(path)
     try:
+        if digest is not None:
+            check_digest(path, digest)
+        descriptor = Descriptor.read(path)  # its checksum: edited after save?
         verify_manifest(path, descriptor.files)
     except IntegrityError as exc:
         raise fail(exc, exit_code=1) from None
-    typer.echo(f"ok: {len(descriptor.files)} files match the manifest of {path}")
+    typer.echo(
+        f"ok: {len(descriptor.files)} files match the manifest of {path} "
+        f"(digest sha256:{descriptor_digest(path)})"
+    )
 
 
 def _read_input(file: Path) -> Any:
@@ -134,14 +162,16 @@ def predict(
     output_file: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write here (.csv or .json).")
     ] = None,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle-serialized models.")] = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
+    trust_pickle: TrustPickle = False,
 ) -> None:
     """Predict with a model on a JSON (MLflow formats) or CSV file."""
     import modelpack
     from modelpack.payload import to_jsonable
 
     data = _read_input(input_file)
-    model = modelpack.load(model_uri, trust_pickle=trust_pickle or None)
+    model = modelpack.load(model_uri, trust=trust_arg(trust, trust_type, trust_pickle))
     predictions = model.predict(data)
     if output_file is not None and output_file.suffix.lower() == ".csv":
         import numpy as np

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modelpack.cli import fail
-from modelpack.errors import InvalidModelError, ModelpackError
+from modelpack.cli._trust import TrustFlag, TrustPickle, TrustTypes, trust_arg
+from modelpack.errors import InvalidModelError, ModelpackError, UntrustedModelError
 
 if TYPE_CHECKING:
     from modelpack.servers.http._served import ServeOptions
@@ -54,7 +55,9 @@ def serve(
     ] = 1024,
     max_body_mb: Annotated[float, typer.Option(min=0, help="Largest request body (413).")] = 64.0,
     timeout: Annotated[float, typer.Option(min=0, help="Seconds per request (504).")] = 60.0,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow pickle-serialized models.")] = False,
+    trust: TrustFlag = False,
+    trust_type: TrustTypes = None,
+    trust_pickle: TrustPickle = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     runtime: Annotated[
         Runtime, typer.Option(help="native: the model's own flavor; onnx: its onnx flavor.")
@@ -63,6 +66,7 @@ def serve(
 ) -> None:
     """Serve a model over HTTP (MLflow scoring protocol, Open Inference Protocol v2)."""
     from modelpack.descriptor import Descriptor
+    from modelpack.model import check_trust
     from modelpack.servers.http._served import ServeOptions
     from modelpack.uris import resolve
 
@@ -85,6 +89,9 @@ def serve(
                 f"{uri} has no onnx flavor; add one with: modelpack convert {uri} --to onnx"
             )
         )
+    granted = trust_arg(trust, trust_type, trust_pickle)
+    if runtime is Runtime.native:  # refused here, before binding, with nothing imported
+        check_trust(path, granted)
     options = ServeOptions(
         name=name,
         max_batch_size=max_batch_size,
@@ -101,7 +108,7 @@ def serve(
         host,
         port,
         workers,
-        trust_pickle or None,
+        granted,
         log_level,
         runtime=runtime.value,
         device=device,
@@ -114,7 +121,7 @@ def _run(
     host: str,
     port: int,
     workers: int,
-    trust_pickle: bool | None,
+    trust: bool | list[str] | None,
     log_level: str,
     *,
     runtime: str = "native",
@@ -146,7 +153,7 @@ def _run(
     if workers > 1:
         spec = {
             "uri": str(path),
-            "trust_pickle": trust_pickle,
+            "trust": trust,
             "runtime": runtime,
             "device": device,
             "options": dataclasses.asdict(options),
@@ -158,7 +165,7 @@ def _run(
         return
     app = HttpServer().app_for_uri(
         str(path),
-        trust_pickle=trust_pickle,
+        trust=trust,
         runtime=runtime,
         device=device,
         **dataclasses.asdict(options),
@@ -173,6 +180,8 @@ def _run(
     server.run()
     if model_server.load_error is not None:
         error = model_server.load_error
+        if isinstance(error, UntrustedModelError):
+            raise fail(error)
         if isinstance(error, ModelpackError):
             raise fail(error, exit_code=1)
         typer.echo(f"error: the model failed to load: {error}", err=True)

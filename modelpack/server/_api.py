@@ -183,7 +183,7 @@ def search_versions(call: Call) -> Any:
     status=201,
 )
 def register_version(call: Call) -> Any:
-    from modelpack.artifacts import local_store
+    from modelpack.artifacts import check_manifest_paths, local_store
     from modelpack.descriptor import DESCRIPTOR, Descriptor
 
     sha = call.field("descriptor_sha256", str, required=True)
@@ -195,6 +195,7 @@ def register_version(call: Call) -> Any:
             raise InvalidInputError(f"blob {sha} (the descriptor) was not uploaded")
         store.get_file(sha, Path(tmp) / DESCRIPTOR)
         descriptor = Descriptor.read(Path(tmp))
+    check_manifest_paths(descriptor)  # as the embedded store does: nothing stored if unsafe
     missing = [rel for rel, entry in descriptor.files.items() if not store.exists(entry.sha256)]
     if missing:
         raise InvalidInputError(

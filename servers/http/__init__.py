@@ -31,7 +31,7 @@ class HttpServer:
         self,
         uri: str,
         *,
-        trust_pickle: bool | None = None,
+        trust: bool | list[str] | None = None,
         runtime: str = "native",
         device: str = "cpu",
         **options: Any,
@@ -43,7 +43,7 @@ class HttpServer:
         from ._loading import uri_loader
         from ._served import ServeOptions
 
-        loader = uri_loader(uri, trust_pickle=trust_pickle, runtime=runtime, device=device)
+        loader = uri_loader(uri, trust=trust, runtime=runtime, device=device)
         return self._build(loader, ServeOptions(**options))
 
     def _build(self, loader: Any, options: ServeOptions) -> Any:

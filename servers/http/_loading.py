@@ -25,14 +25,18 @@ def predictor_loader(predictor: Predictor, signature: Signature | None) -> Loade
 
 
 def uri_loader(
-    uri: str, *, trust_pickle: bool | None = None, runtime: str = "native", device: str = "cpu"
+    uri: str,
+    *,
+    trust: bool | list[str] | None = None,
+    runtime: str = "native",
+    device: str = "cpu",
 ) -> Loader:
     def load(options: ServeOptions, on_batch: Callable[[int], None]) -> ServedModel:
         import modelpack
 
         if runtime == "onnx":
             return _onnx_served(uri, device, options, on_batch)
-        model = modelpack.load(uri, trust_pickle=trust_pickle, device=device)
+        model = modelpack.load(uri, trust=trust, device=device)
         d = model.descriptor
         info = {
             "model_id": d.model_id,
@@ -110,7 +114,7 @@ def app_from_env() -> Any:
     spec = orjson.loads(os.environ[SPEC_ENV])
     return HttpServer().app_for_uri(
         spec["uri"],
-        trust_pickle=spec["trust_pickle"],
+        trust=spec.get("trust"),
         runtime=spec.get("runtime", "native"),
         device=spec.get("device", "cpu"),
         **spec["options"],
