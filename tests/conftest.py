@@ -164,3 +164,50 @@ def moto_endpoint() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# The classes the suite's own python and torch models are made of. A test about serving,
+# batching or the registry grants them as a user would (MODELPACK_TRUST, exact names): loading
+# a user's class is code that only runs when trusted (tests/security covers the refusals).
+TEST_MODEL_CLASSES = (
+    "tests.models.Doubler",
+    *(
+        f"tests.flavors.torch_models.{name}"
+        for name in (
+            "MLP",
+            "Opaque",
+            "TwoInputs",
+            "DictOutput",
+            "TiedLM",
+            "WithBuffers",
+            "MetaHostile",
+            "PlainTensorAttribute",
+        )
+    ),
+    "tests.servers._models.RowEcho",
+    "tests.servers._models.Slow",
+    "tests.servers._models.Words",
+    "tests.batch._models.SlowScaler",
+    "tests.batch._models.TwoOutputs",
+    "tests.flavors.sklearn_models.MeanRegressor",
+    "tests.test_convert._Doubler",
+    "tests.tracking.test_hooks._Const",
+    "tests.tracking.test_lightning.TinyModule",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _trust_test_models() -> Iterator[None]:
+    """Trust exactly the suite's model classes, through MODELPACK_TRUST (child processes too).
+
+    Tests of the refusals take it away (``monkeypatch.delenv("MODELPACK_TRUST")``).
+    """
+    previous = os.environ.get("MODELPACK_TRUST")
+    os.environ["MODELPACK_TRUST"] = ",".join(TEST_MODEL_CLASSES)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MODELPACK_TRUST", None)
+        else:
+            os.environ["MODELPACK_TRUST"] = previous

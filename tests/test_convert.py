@@ -233,7 +233,7 @@ def test_string_columns_of_a_plain_estimator_are_refused(tmp_path):
     with pytest.raises(
         ConversionError, match="column 'city' holds strings.*ColumnTransformer"
     ) as info:
-        to_onnx(path, trust_pickle=True)
+        to_onnx(path, trust=True)
     assert info.value.code == "conversion_failed" and "\n" not in str(info.value)
     assert not (tmp_path / "hgb-onnx").exists() and leftovers(tmp_path) == []
 
@@ -245,7 +245,7 @@ def test_a_search_over_a_column_transformer_falls_back_to_per_column_inputs(tmp_
     grid = {"logisticregression__C": [1.0]}
     search = GridSearchCV(clf, grid, cv=2).fit(frame, clf.predict(frame))
     path = modelpack.save(search, tmp_path / "search", input_example=frame.head(20))
-    out = to_onnx(path, trust_pickle=True)  # the matrix way refuses the string column first
+    out = to_onnx(path, trust=True)  # the matrix way refuses the string column first
     assert list(graph_inputs(out)) == ["age", "visits", "city"]
     np.testing.assert_array_equal(
         modelpack.load(out, flavor="onnx").predict(frame), search.predict(frame)

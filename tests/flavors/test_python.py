@@ -10,6 +10,11 @@ from modelpack.errors import InvalidModelError, UntrustedModelError
 from tests.models import Doubler
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_trust(monkeypatch):
+    monkeypatch.delenv("MODELPACK_TRUST")  # these tests grant trust themselves
+
+
 def test_artifacts_reach_load_context(tmp_path):
     (tmp_path / "factor.txt").write_text("5")
     path = modelpack.flavors.python.save(
@@ -19,9 +24,15 @@ def test_artifacts_reach_load_context(tmp_path):
         init_args={"offset": 1.0},
         input_example=pd.DataFrame({"x": [1.0]}),
     )
-    model = modelpack.load(path)
+    with pytest.raises(UntrustedModelError, match=r"class tests\.models\.Doubler.*--trust-type"):
+        modelpack.load(path)  # a python model is code: its class runs only when trusted
+    model = modelpack.load(path, trust=["tests.models.Doubler"])
     np.testing.assert_allclose(model.predict(pd.DataFrame({"x": [2.0]})), [11.0])
-    native = modelpack.flavors.python.load(path)
+    assert model.descriptor.trust == {
+        "executes_code": True,
+        "needs": [{"kind": "class", "name": "tests.models.Doubler"}],
+    }
+    native = modelpack.flavors.python.load(path, trust=["tests.models.Doubler"])
     assert isinstance(native, Doubler) and native.factor == 5.0 and native.offset == 1.0
 
 
@@ -49,7 +60,11 @@ def test_code_paths_make_a_module_importable_at_load(tmp_path, monkeypatch):
     )
     monkeypatch.delitem(sys.modules, "shouty_model")
     sys.path.remove(str(src))
-    model = modelpack.load(path)
+    # Shipped code runs at import: naming the class is not enough, only whole trust covers it.
+    with pytest.raises(UntrustedModelError, match=r"code model/code/"):
+        modelpack.load(path, trust=["shouty_model.Shouty"])
+    assert "shouty_model" not in sys.modules
+    model = modelpack.load(path, trust=True)
     assert model.predict({"text": ["a", "b"]}) == ["A!", "B!"]
     assert model.predict({"text": ["a"]}, params={"suffix": "?"}) == ["A?"]
     assert (path / "model" / "code" / "shouty_model.py").is_file()
@@ -63,9 +78,11 @@ def test_classes_from_main_need_code_paths_or_cloudpickle(tmp_path):
     with pytest.raises(InvalidModelError, match="code_paths"):
         modelpack.save(Local(), tmp_path / "m")
     path = modelpack.flavors.python.save(Local(), tmp_path / "p", serialization="cloudpickle")
-    with pytest.raises(UntrustedModelError, match="trust_pickle"):
+    with pytest.raises(UntrustedModelError, match=r"pickle model/model\.pkl.*trust=True"):
         modelpack.load(path)
-    assert modelpack.load(path, trust_pickle=True).predict([1, 2]) == [1, 2]
+    assert modelpack.load(path, trust=True).predict([1, 2]) == [1, 2]
+    with pytest.warns(DeprecationWarning, match="trust_pickle"):
+        assert modelpack.load(path, trust_pickle=True).predict([1, 2]) == [1, 2]
 
 
 def test_non_json_init_args_are_refused(tmp_path):

@@ -74,15 +74,26 @@ def test_pickle_only_on_request_and_loads_only_with_trust(tmp_path, monkeypatch)
     model = make_pipeline(FunctionTransformer(lambda a: a * 2), LogisticRegression())
     model.fit(X, np.arange(10) % 2)
     path = modelpack.flavors.sklearn.save(model, tmp_path / "m", serialization="pickle")
-    with pytest.raises(UntrustedModelError, match="trust_pickle=True"):
+    assert Descriptor.read(path).trust == {
+        "executes_code": True,
+        "needs": [{"kind": "pickle", "name": "model/model.pkl"}],
+    }
+    with pytest.raises(UntrustedModelError, match=r"pickle model/model\.pkl.*trust=True"):
         modelpack.load(path)
-    with pytest.raises(UntrustedModelError, match="MODELPACK_TRUST_PICKLE"):
+    with pytest.raises(UntrustedModelError, match="MODELPACK_TRUST=1"):
         modelpack.flavors.sklearn.load(path)
-    np.testing.assert_array_equal(
-        modelpack.load(path, trust_pickle=True).predict(X), model.predict(X)
-    )
+    with pytest.raises(UntrustedModelError):  # names cover types, never a pickle
+        modelpack.load(path, trust=["model/model.pkl"])
+    np.testing.assert_array_equal(modelpack.load(path, trust=True).predict(X), model.predict(X))
+    monkeypatch.setenv("MODELPACK_TRUST", "1")
+    assert modelpack.flavors.sklearn.load(path) is not None
+    monkeypatch.delenv("MODELPACK_TRUST")
+    # The deprecated spellings keep working, with a warning for the keyword.
     monkeypatch.setenv("MODELPACK_TRUST_PICKLE", "1")
     assert modelpack.flavors.sklearn.load(path) is not None
+    monkeypatch.delenv("MODELPACK_TRUST_PICKLE")
+    with pytest.warns(DeprecationWarning, match="trust_pickle"):
+        assert modelpack.flavors.sklearn.load(path, trust_pickle=True) is not None
 
 
 def test_a_tampered_pickle_is_caught_before_it_is_unpickled(tmp_path):
@@ -93,17 +104,46 @@ def test_a_tampered_pickle_is_caught_before_it_is_unpickled(tmp_path):
     from modelpack.errors import IntegrityError
 
     with pytest.raises(IntegrityError, match="model.pkl"):
-        modelpack.load(path, trust_pickle=True)
+        modelpack.load(path, trust=True)
 
 
-def test_types_skops_does_not_know_need_trust(tmp_path):
+def test_types_skops_does_not_know_need_trust(tmp_path, monkeypatch):
+    monkeypatch.delenv("MODELPACK_TRUST")
     X = np.zeros((4, 2))
     model = MeanRegressor().fit(X, np.array([1.0, 2.0, 3.0, 4.0]))
     path = modelpack.save(model, tmp_path / "m")
-    assert "MeanRegressor" in str(Descriptor.read(path).flavors["sklearn"]["untrusted_types"])
-    with pytest.raises(UntrustedModelError, match="MeanRegressor"):
+    name = "tests.flavors.sklearn_models.MeanRegressor"
+    assert Descriptor.read(path).trust == {
+        "executes_code": True,
+        "needs": [{"kind": "type", "name": name}],
+    }
+    with pytest.raises(UntrustedModelError, match=rf"type {name}.*--trust-type {name}"):
         modelpack.load(path)
-    assert modelpack.load(path, trust_pickle=True).predict(X).tolist() == [2.5] * 4
+    assert modelpack.load(path, trust=[name]).predict(X).tolist() == [2.5] * 4
+
+
+def test_everyday_models_with_internal_types_load_without_trust(tmp_path, monkeypatch):
+    # A forest holds sklearn.tree._tree.Tree, HistGradientBoosting with categorical features a
+    # functools.partial of check_array: on the reviewed list, so no opt-in is needed.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    monkeypatch.delenv("MODELPACK_TRUST")
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 4, 80), rng.normal(size=80)])
+    y = (X[:, 0] > 1).astype(int)
+    hgb = HistGradientBoostingClassifier(categorical_features=[0], max_iter=5).fit(X, y)
+    path = modelpack.save(hgb, tmp_path / "hgb", input_example=X[:3])
+    assert Descriptor.read(path).trust == {"executes_code": False, "needs": []}
+    np.testing.assert_array_equal(modelpack.load(path).predict(X), hgb.predict(X))
+
+
+def test_what_skops_cannot_save_is_refused_with_the_fix(tmp_path):
+    from sklearn.cluster import Birch
+
+    birch = Birch(n_clusters=2).fit(np.random.default_rng(0).normal(size=(20, 2)))
+    with pytest.raises(InvalidModelError, match="serialization='pickle'"):
+        modelpack.save(birch, tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
 def test_unknown_serialization_is_refused(tmp_path):

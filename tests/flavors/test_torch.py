@@ -272,14 +272,21 @@ def test_code_paths_ship_the_class(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     model = shipped_net.ShippedNet()
     path = mp_torch.save(model, tmp_path / "m", code_paths=[src / "shipped_net.py"])
     assert (path / "model" / "code" / "shipped_net.py").is_file()
-    assert flavor_config(path)["executes_code"] is True
+    assert Descriptor.read(path).trust == {
+        "executes_code": True,
+        "needs": [
+            {"kind": "class", "name": "shipped_net.ShippedNet"},
+            {"kind": "code", "name": "model/code/"},
+        ],
+    }
 
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(src)])
     monkeypatch.delitem(sys.modules, "shipped_net")
-    with pytest.raises(UntrustedModelError, match="trust_pickle=True"):
+    with pytest.raises(UntrustedModelError, match=r"code model/code/.*--trust"):
         modelpack.load(path)
+    assert "shipped_net" not in sys.modules  # refused before anything was imported
     for _ in range(2):  # importing the shipped code leaves no .pyc to break the manifest
-        loaded = modelpack.load(path, trust_pickle=True)
+        loaded = modelpack.load(path, trust=True)
         np.testing.assert_array_equal(loaded.predict(X), native(model, X).numpy())
     assert not list((path / "model" / "code").rglob("*.pyc"))
 
@@ -318,7 +325,7 @@ def test_a_class_in_main_needs_its_script_in_code_paths(tmp_path: Path) -> None:
     assert "code_paths=" in out
     assert flavor_config(tmp_path / "m")["class"] == "train:Net"
     try:
-        loaded = modelpack.load(tmp_path / "m", trust_pickle=True)
+        loaded = modelpack.load(tmp_path / "m", trust=True)
         assert loaded.predict(X).shape == (5, 2)
     finally:
         sys.modules.pop("train", None)
@@ -358,3 +365,23 @@ def test_load_on_gpu(tmp_path: Path, device: str) -> None:
     np.testing.assert_allclose(out, native(model, X).numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ModelpackError, match="not available"):
         mp_torch.load(path, device=f"cuda:{torch.cuda.device_count()}")
+
+
+def test_a_user_class_loads_only_when_trusted_and_torch_nn_needs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODELPACK_TRUST")
+    path = mp_torch.save(MLP(4, 8, 3), tmp_path / "mlp", input_example=X)
+    with pytest.raises(UntrustedModelError, match=r"class tests\.flavors\.torch_models\.MLP"):
+        modelpack.load(path)
+    with pytest.raises(UntrustedModelError):
+        mp_torch.load(path, trust=["tests.flavors.torch_models.Opaque"])  # another class
+    loaded = modelpack.load(path, trust=["tests.flavors.torch_models.MLP"])
+    assert loaded.predict(X).shape == (len(X), 3)
+    assert mp_torch.load(path, trust=True) is not None
+
+    # A torch.nn building block is on the reviewed list: it loads with no trust at all.
+    linear = torch.nn.Linear(4, 2)
+    plain = mp_torch.save(linear, tmp_path / "linear", input_example=X)
+    assert Descriptor.read(plain).trust == {"executes_code": False, "needs": []}
+    np.testing.assert_array_equal(modelpack.load(plain).predict(X), native(linear, X).numpy())
