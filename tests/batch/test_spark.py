@@ -67,3 +67,17 @@ def test_udf_scores_a_dataframe_and_score_files_writes_parts(spark, tmp_path, mo
     assert rows == 3_000
     out = pd.read_parquet(tmp_path / "out.parquet").sort_values("id")
     np.testing.assert_array_equal(out["prediction"], expected(fitted, frame).astype(float))
+
+
+def test_an_untrusted_model_is_refused_on_the_driver(spark, tmp_path, monkeypatch):
+    import modelpack
+    import modelpack.flavors.python
+    from modelpack.errors import UntrustedModelError
+    from modelpack.spark import udf
+    from tests.models import Doubler
+
+    monkeypatch.delenv("MODELPACK_TRUST")
+    path = modelpack.flavors.python.save(Doubler(), tmp_path / "m")
+    with pytest.raises(UntrustedModelError, match=r"tests\.models\.Doubler"):
+        udf(spark, path, "double")  # before anything is shipped to an executor
+    assert udf(spark, path, "double", trust=["tests.models.Doubler"]) is not None

@@ -110,7 +110,9 @@ def test_bento_source(built: str, bentoml_home: Path, iris) -> None:
     root = bentoml_home / "modelpack" / "bentos" / "iris-bento"
     bentofile = yaml.safe_load((root / "bentofile.yaml").read_text())
     assert bentofile["labels"]["modelpack-model-uri"] == str(iris[0])
-    assert "modelpack.load(MODEL_DIR)" in (root / "service.py").read_text()
+    service = (root / "service.py").read_text()
+    assert "modelpack.load(MODEL_DIR, trust=TRUST)" in service
+    assert "TRUST = None" in service  # nothing trusted unless the deployment says so
     requirements = (root / "model" / "requirements.txt").read_text()
     assert "modelpack==" in requirements and "scikit-learn==" in requirements
 
@@ -146,7 +148,9 @@ def test_list_update_delete(built: str, iris, tmp_path) -> None:
 
 def test_bad_input(bentoml_home: Path, iris) -> None:
     deployer = BentoMLDeployer()
-    with pytest.raises(InvalidInputError, match=r"colour.*valid: build_dir, predict_timeout, url"):
+    with pytest.raises(
+        InvalidInputError, match=r"colour.*valid: build_dir, predict_timeout, trust, url"
+    ):
         deployer.plan("x", str(iris[0]), {"colour": "red"})
     with pytest.raises(DeploymentError, match="not a valid Bento name"):
         deployer.plan("Not Valid", str(iris[0]), {})

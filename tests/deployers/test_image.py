@@ -238,3 +238,15 @@ def test_fetching_image_loads_the_model_from_the_team_server_at_start(
             subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
             subprocess.run(["podman", "rmi", "-f", tag], capture_output=True)
             close_all()
+
+
+def test_trust_is_baked_into_the_entry_point_only_when_given(
+    model: tuple[Path, object, object], wheel: Path, tmp_path: Path
+) -> None:
+    path, _, _ = model
+    names = ("pkg.Model", "pkg.Other")
+    for trust, expected in ((True, '"--trust"'), (names, '"--trust-type", "pkg.Model"')):
+        options = ImageOptions(base_image=BASE_IMAGE, modelpack_wheel=wheel, trust=trust)
+        context = write_context(str(path), tmp_path / f"ctx-{trust is True}", options)
+        entrypoint = (context / "Dockerfile").read_text().split("ENTRYPOINT ", 1)[1].split("\n")[0]
+        assert entrypoint.startswith('["modelpack", "serve", ') and expected in entrypoint

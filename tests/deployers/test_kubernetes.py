@@ -264,3 +264,14 @@ def test_cli_plan_prints_multi_document_yaml(
     assert exit_info.value.code == 0
     docs = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert [d["kind"] for d in docs] == ["Deployment", "Service", "HorizontalPodAutoscaler"]
+
+
+def test_trust_reaches_the_containers_args_only_when_given() -> None:
+    for given, args in (
+        ({}, ["serve"]),
+        ({"trust": "true"}, ["serve", "--trust"]),
+        ({"trust": "pkg.A,pkg.B"}, ["serve", "--trust-type", "pkg.A", "--trust-type", "pkg.B"]),
+    ):
+        deployment = render.deployment("iris", "ml", MODEL_URI, _settings(**given), "img:1")
+        [server] = deployment["spec"]["template"]["spec"]["containers"]
+        assert server["args"] == args

@@ -218,3 +218,33 @@ def test_bad_options_are_refused_up_front(
 def test_a_bad_name_is_refused(home: Path, local: LocalDeployer, models: dict[str, Any]) -> None:
     with pytest.raises(InvalidInputError, match="invalid deployment name"):
         local.create("../escape", str(models["a"]), {})
+
+
+def test_a_model_that_needs_trust_deploys_only_with_it(
+    home: Path, local: LocalDeployer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pandas as pd
+
+    import modelpack
+    import modelpack.flavors.python
+    from tests.models import Doubler
+
+    monkeypatch.delenv("MODELPACK_TRUST")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # tests.models
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    path = modelpack.flavors.python.save(Doubler(), tmp_path / "doubler", input_example=frame)
+    plan = local.plan("doubler", str(path), {"trust": "tests.models.Doubler"})
+    assert "--trust-type tests.models.Doubler" in "\n".join(plan.actions)
+    local.create("refused", str(path), {})  # the server refuses the model, naming it
+    try:
+        with pytest.raises(DeploymentError, match=r"untrusted_model.*tests\.models\.Doubler"):
+            ready(local, "refused")
+    finally:
+        local.delete("refused", {})
+    local.create("doubler", str(path), {"trust": "tests.models.Doubler"})
+    try:
+        deployment = ready(local, "doubler")
+        assert deployment.status == "ready"
+        assert invocations(str(deployment.endpoint), frame) == [2.0, 4.0]
+    finally:
+        local.delete("doubler", {})

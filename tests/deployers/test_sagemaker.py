@@ -366,3 +366,13 @@ def test_create_pushes_the_local_image(deployer, session, iris, local_registry, 
     token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
     assert base64.b64decode(token).startswith(b"AWS:")
     deployer.delete(name, {})
+
+
+def test_trust_travels_in_the_containers_environment_only_when_given(deployer, iris) -> None:
+    def environment(**extra: str) -> dict[str, str]:
+        plan = deployer.plan(_name(), str(iris[0]), _config(**extra))
+        return dict(plan.documents[0]["CreateModel"]["PrimaryContainer"]["Environment"])
+
+    assert "MODELPACK_TRUST" not in environment()
+    assert environment(trust="true")["MODELPACK_TRUST"] == "1"
+    assert environment(trust="pkg.A,pkg.B")["MODELPACK_TRUST"] == "pkg.A,pkg.B"
