@@ -289,13 +289,26 @@ def load(
 
 
 def _untrusted_types(file: Path) -> list[str]:
+    # The core asks before load, and load asks again: one read of the schema per file version
+    # (a 4 MB forest's schema takes ~80 ms to walk). Any change to the file changes its stat.
+    st = file.stat()
+    key = (str(file), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    cached = _SCANNED.get(key)
+    if cached is not None:
+        return list(cached)
     try:
         names: list[str] = _skops_io().get_untrusted_types(file=file)
     except Exception as exc:  # a malformed archive is a broken model, not a crash
         raise InvalidModelError(
             f"{file.name} is not a readable skops file ({type(exc).__name__}: {exc})"
         ) from exc
+    if len(_SCANNED) >= 64:
+        _SCANNED.clear()
+    _SCANNED[key] = tuple(names)
     return names
+
+
+_SCANNED: dict[tuple[str, int, int, int, int], tuple[str, ...]] = {}
 
 
 def _need(name: str) -> Need:
