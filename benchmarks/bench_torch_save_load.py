@@ -51,6 +51,10 @@ OUTPUTS = dict(zip(SAVES, ("modelpack", "raw.safetensors", "raw.pt"), strict=Tru
 BASELINE = {"save": SAVES[1], "load": LOADS[2]}
 
 
+# The benchmark's own class: a user class, so loading it is trusted by name, as a user would.
+TRUST = ["benchmarks.bench_torch_save_load.LinearStack"]
+
+
 class LinearStack(nn.Module):
     def __init__(self, depth: int, width: int = WIDTH) -> None:
         super().__init__()
@@ -153,8 +157,8 @@ def child(case: str, work: Path, depth: int) -> dict[str, Any]:
                 return model(x)
 
         ops = {
-            LOADS[0]: lambda: modelpack.load(work / "modelpack").predict(x.numpy()),
-            LOADS[1]: lambda: modelpack.load(work / "modelpack").predict(x.numpy()),
+            LOADS[0]: lambda: modelpack.load(work / "modelpack", trust=TRUST).predict(x.numpy()),
+            LOADS[1]: lambda: modelpack.load(work / "modelpack", trust=TRUST).predict(x.numpy()),
             LOADS[2]: lambda: forward(
                 _meta_build(depth, safetensors.torch.load_file(work / "raw.safetensors"))
             ),

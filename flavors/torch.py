@@ -1,19 +1,22 @@
-"""The PyTorch flavor: an ``nn.Module`` as safetensors weights plus its class and init args.
+"""The PyTorch flavor: any ``nn.Module`` as safetensors weights plus its structure.
 
-Nothing is unpickled at load: the class is imported by name, built on the meta device and
-given the tensors read from the file, so a large model is never held twice in memory.
+Nothing is unpickled and no constructor runs at load: the structure file names each module's
+class (imported once the trust policy allows it) and its plain attributes, and the tensors read
+from safetensors become its parameters and buffers as they are, so a model is never held twice
+in memory. TorchScript modules keep their own archive; a ``torch.export`` program its ``.pt2``
+(whose loader unpickles: it needs trust); a HuggingFace ``PreTrainedModel`` is a
+``save_pretrained`` folder rebuilt from its config class. See docs/torch.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import inspect
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,9 +27,10 @@ from modelpack.errors import (
     InvalidModelError,
     ModelpackError,
 )
+from modelpack.flavors import _torch_structure as _structure
 from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
-from modelpack.trust import CLASS, CODE, Need, TrustArg, dotted
+from modelpack.trust import CODE, FORMAT, MODULE, TYPE, Need, TrustArg, dotted
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +39,9 @@ WEIGHTS = "weights.safetensors"
 SHARD_BYTES = 256 * 2**20  # larger models are split, so their files hash in parallel
 BUFFERS = "buffers.safetensors"  # non-persistent buffers: not in the state_dict, still needed
 CODE_DIR = "code"
+STRUCTURE = "structure.json"
+SCRIPT = "model.torchscript"
+EXPORTED = "model.pt2"
 _MISSING = object()
 
 
@@ -79,7 +86,7 @@ def _evaluating(module: torch.nn.Module) -> Iterator[None]:
     # predict means eval mode (dropout off, batch norm frozen), without changing the caller's model.
     training = [m for m in module.modules() if m.training]
     if training:
-        module.eval()
+        _eval(module)
     try:
         yield
     finally:
@@ -88,21 +95,47 @@ def _evaluating(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _to_numpy(out: Any) -> Any:
+    """A tensor as an array; tuples, lists, dicts and model outputs as flat named arrays."""
+    if isinstance(out, (Mapping, tuple, list)):
+        flat: dict[str, Any] = {}
+        _flatten(out, "", flat)
+        return flat
+    return _array(out)
+
+
+def _array(value: Any) -> Any:
     import torch
 
-    if isinstance(out, torch.Tensor):
-        tensor = out.detach().cpu()
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
         try:
             return tensor.numpy()
         except TypeError:  # bfloat16 and friends have no numpy dtype
             return tensor.float().numpy()
-    if isinstance(out, Mapping):
-        return {str(k): _to_numpy(v) for k, v in out.items()}
-    if isinstance(out, tuple) and hasattr(out, "_fields"):
-        return {str(f): _to_numpy(v) for f, v in zip(out._fields, out, strict=True)}
-    if isinstance(out, (tuple, list)):
-        return {f"output_{i}": _to_numpy(v) for i, v in enumerate(out)}
-    return np.asarray(out)
+    return np.asarray(value)
+
+
+def _is_array_like(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, (torch.Tensor, np.ndarray, np.generic, int, float, bool))
+
+
+def _flatten(value: Any, name: str, into: dict[str, Any]) -> None:
+    # (out, (h, c)) -> output_0, output_1_0, output_1_1; a ModelOutput -> its field names.
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items() if v is not None]
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        items = [(str(f), v) for f, v in zip(value._fields, value, strict=True)]
+    elif isinstance(value, (tuple, list)):
+        items = [(f"output_{i}" if not name else str(i), v) for i, v in enumerate(value)]
+    elif _is_array_like(value):
+        into[name or "output"] = _array(value)
+        return
+    else:
+        return  # not data a client can take (e.g. a transformers cache object): left out
+    for key, item in items:
+        _flatten(item, f"{name}_{key}" if name else key, into)
 
 
 class TorchFlavor:
@@ -113,9 +146,11 @@ class TorchFlavor:
             return False
         import torch
 
-        return isinstance(obj, torch.nn.Module)
+        return isinstance(obj, (torch.nn.Module, torch.export.ExportedProgram))
 
     def requirements(self, config: Mapping[str, Any]) -> Sequence[str]:
+        if config.get("format") == "transformers":
+            return ["torch", "safetensors", "numpy", "transformers"]
         return ["torch", "safetensors", "numpy"]
 
     def save(
@@ -128,40 +163,41 @@ class TorchFlavor:
     ) -> dict[str, Any]:
         import safetensors
         import torch
-        from safetensors.torch import save_file
 
-        if not isinstance(obj, torch.nn.Module):
+        if isinstance(obj, torch.export.ExportedProgram):
+            config = _save_exported(obj, path)
+        elif not isinstance(obj, torch.nn.Module):
             raise InvalidModelError(f"expected a torch.nn.Module, got {type(obj).__qualname__}")
-        obj = getattr(obj, "_orig_mod", obj)  # torch.compile's wrapper: save the module inside
-        cls = type(obj)
-        spec = f"{_module_name(cls, code_paths)}:{cls.__qualname__}"
-        args = _recover_init_args(obj) if init_args is None else _json_args(cls, init_args)
-        state, aliases = _dedupe(obj.state_dict())
-        if any(t.is_meta for t in state.values()):
-            raise InvalidModelError(f"{spec} has weights on the meta device; load them first")
-        _check_rebuild(cls, args, {**state, **{a: state[k] for a, k in aliases.items()}})
-        config: dict[str, Any] = {
-            "class": spec,
-            "init_args": args,
-            "weights": _write_shards(state, path),
-            "aliases": aliases,
-            "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in state.values()}),
-            "torch_version": str(torch.__version__),
-            "safetensors_version": str(safetensors.__version__),
-        }
-        extra, extra_aliases = _dedupe(
-            {n: b for n, b in obj.named_buffers() if n not in state and n not in aliases}
+        else:
+            obj = getattr(obj, "_orig_mod", obj)  # torch.compile's wrapper: save the module inside
+            if isinstance(obj, torch.jit.ScriptModule):
+                config = _save_script(obj, path)
+            elif _is_pretrained(obj):
+                config = _save_pretrained(obj, path)
+            elif init_args is not None:
+                config = _save_with_init_args(obj, path, init_args, code_paths)
+            else:
+                config = _save_structure(obj, path, code_paths)
+        config.update(
+            torch_version=str(torch.__version__), safetensors_version=str(safetensors.__version__)
         )
-        if extra:
-            save_file(extra, path / BUFFERS)
-            config["buffers"] = {"file": BUFFERS, "aliases": extra_aliases}
         if code_paths:
             _copy_code(code_paths, path / CODE_DIR)
             config["code"] = CODE_DIR
         return config
 
     def trust_needs(self, path: Path, config: Mapping[str, Any]) -> list[Need]:
-        needs = [Need(CLASS, dotted(str(config.get("class", ""))))]
+        kind = config.get("format", "init_args")
+        if kind == "structure":
+            needs = _structure.needs(_read_structure(path, config))
+        elif kind == "transformers":
+            needs = [Need(MODULE, str(config.get("class", ""))), _config_need(config)]
+        elif kind == "exported":
+            needs = [Need(FORMAT, f"model/{config.get('file', EXPORTED)}")]  # unpickles
+        elif kind == "torchscript":
+            needs = []
+        else:
+            needs = [Need(MODULE, dotted(str(config.get("class", ""))))]
         if config.get("code"):
             needs.append(Need(CODE, f"model/{config['code']}/"))
         return needs
@@ -169,11 +205,16 @@ class TorchFlavor:
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
         options.trust.check(self.trust_needs(path, config), model=str(path.parent))
         device = _device(options.device)
-        cls = _import_class(str(config["class"]), path, config.get("code"))
-        args = dict(config.get("init_args") or {})
-        module = _build(cls, args)
-        _materialise(module, path, config, device)
-        return module.eval()
+        code = config.get("code")
+        if code and str(path / code) not in sys.path:
+            sys.path.insert(0, str(path / code))
+        no_pyc = sys.dont_write_bytecode
+        sys.dont_write_bytecode = bool(code) or no_pyc  # a .pyc in model/code fails the manifest
+        try:
+            module = _LOADERS[str(config.get("format", "init_args"))](path, config, device)
+        finally:
+            sys.dont_write_bytecode = no_pyc
+        return _eval(module)
 
     def predictor(
         self, path: Path, config: Mapping[str, Any], options: LoadOptions
@@ -181,7 +222,246 @@ class TorchFlavor:
         return TorchPredictor(self.load(path, config, options))
 
     def wrap(self, obj: Any, config: Mapping[str, Any]) -> TorchPredictor:
-        return TorchPredictor(obj)
+        import torch
+
+        if isinstance(obj, torch.export.ExportedProgram):
+            return TorchPredictor(obj.module())
+        return TorchPredictor(getattr(obj, "_orig_mod", obj))
+
+
+def _eval(module: Any) -> Any:
+    try:
+        return module.eval()
+    except (NotImplementedError, RuntimeError):  # an exported program's module: eval is baked in
+        return module
+
+
+# -- the structure format (any nn.Module of trusted parts) -----------------------------------
+
+
+def _save_structure(
+    obj: torch.nn.Module, path: Path, code_paths: Sequence[str | os.PathLike[str]] | None
+) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    def name_of(cls: type) -> str:
+        return f"{_module_name(cls, code_paths)}.{cls.__qualname__}"
+
+    capture = _structure.Capture(name_of)
+    structure = capture.run(obj)
+    (path / STRUCTURE).write_text(json.dumps(structure, allow_nan=False), encoding="utf-8")
+    state = {k: t.contiguous() for k, t in capture.tensors.items()}
+    config: dict[str, Any] = {
+        "format": "structure",
+        "structure": STRUCTURE,
+        "class": f"{_module_name(type(obj), code_paths)}:{type(obj).__qualname__}",
+        "weights": _write_shards(_unshare(state), path),
+        "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in state.values()}),
+    }
+    if capture.extra:
+        save_file(_unshare(dict(capture.extra)), path / BUFFERS)
+        config["extra"] = BUFFERS
+    return config
+
+
+def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors refuses two names over one storage (views of one tensor): give each its bytes.
+    seen: set[tuple[Any, ...]] = set()
+    out = {}
+    for name, tensor in state.items():
+        t = tensor.contiguous()
+        key = (t.device, t.untyped_storage().data_ptr()) if t.numel() else None
+        if key is not None and key in seen:
+            t = t.clone()
+        elif key is not None:
+            seen.add(key)
+        out[name] = t
+    return out
+
+
+def _read_structure(path: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    file = path / str(config.get("structure", STRUCTURE))
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidModelError(f"{file.name}: not a readable torch structure ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != _structure.STRUCTURE_FORMAT:
+        raise InvalidModelError(f"{file.name}: not a torch structure this modelpack reads")
+    return data
+
+
+def _load_structure(path: Path, config: Mapping[str, Any], device: torch.device) -> Any:
+    from safetensors.torch import load_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    files = config.get("weights", WEIGHTS)
+    for file in [files] if isinstance(files, str) else files:
+        tensors.update(load_file(path / str(file), device=str(device)))
+    if config.get("extra"):
+        tensors.update(load_file(path / str(config["extra"]), device=str(device)))
+    try:
+        return _structure.Rebuild(_read_structure(path, config), tensors).run()
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidModelError(
+            f"cannot rebuild the module from its structure: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+# -- TorchScript, torch.export, HuggingFace ----------------------------------------------------
+
+
+def _save_script(obj: Any, path: Path) -> dict[str, Any]:
+    import torch
+
+    with _no_jit_deprecation():
+        torch.jit.save(obj, str(path / SCRIPT))
+    return {"format": "torchscript", "file": SCRIPT}
+
+
+def _load_script(path: Path, config: Mapping[str, Any], device: torch.device) -> Any:
+    import torch
+
+    load_script: Any = torch.jit.load
+    with _no_jit_deprecation():
+        return load_script(str(path / str(config.get("file", SCRIPT))), map_location=device)
+
+
+@contextlib.contextmanager
+def _no_jit_deprecation() -> Iterator[None]:
+    # torch 2.13 warns on every TorchScript call; the format is documented as deprecated upstream.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning
+        )
+        yield
+
+
+def _save_exported(obj: Any, path: Path) -> dict[str, Any]:
+    import torch
+
+    torch.export.save(obj, str(path / EXPORTED))
+    return {"format": "exported", "file": EXPORTED}
+
+
+def _load_exported(path: Path, config: Mapping[str, Any], device: torch.device) -> Any:
+    import torch
+
+    load_program: Any = torch.export.load
+    program = load_program(str(path / str(config.get("file", EXPORTED))))
+    module = program.module()
+    return module if device.type == "cpu" else module.to(device)
+
+
+def _is_pretrained(obj: Any) -> bool:
+    if "transformers" not in sys.modules:
+        return False
+    from transformers import PreTrainedModel
+
+    return isinstance(obj, PreTrainedModel)
+
+
+def _save_pretrained(obj: Any, path: Path) -> dict[str, Any]:
+    # model/ is a save_pretrained folder: from_pretrained reads it as it is.
+    with _quiet_transformers():
+        obj.save_pretrained(str(path), safe_serialization=True)
+    cls, config_cls = type(obj), type(obj.config)
+    attention = getattr(obj.config, "_attn_implementation", None)
+    return {
+        "format": "transformers",
+        "class": f"{cls.__module__}.{cls.__qualname__}",
+        "config_class": f"{config_cls.__module__}.{config_cls.__qualname__}",
+        # not in config.json, and eager vs sdpa attention differ in the last bits
+        "attn_implementation": attention if isinstance(attention, str) else None,
+    }
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    # No progress bars in a server's log for every load (a library default, put back after).
+    from transformers.utils import logging
+
+    hf_logging: Any = logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _config_need(config: Mapping[str, Any]) -> Need:
+    return Need(TYPE, str(config.get("config_class", "")))
+
+
+def _load_pretrained(path: Path, config: Mapping[str, Any], device: torch.device) -> Any:
+    import torch
+
+    cls: Any = _structure.resolve(str(config["class"]))
+    config_cls: Any = _structure.resolve(str(config["config_class"]))
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise InvalidModelError(f"{config['class']} is not a torch.nn.Module class")
+    with _quiet_transformers():
+        hf_config = config_cls.from_pretrained(str(path), local_files_only=True)
+        attention = config.get("attn_implementation")
+        extra = {"attn_implementation": str(attention)} if attention else {}
+        builder: Any = cls  # narrowed to nn.Module above; from_pretrained is PreTrainedModel's
+        model = builder.from_pretrained(
+            str(path), config=hf_config, use_safetensors=True, local_files_only=True, **extra
+        )
+    return model if device.type == "cpu" else model.to(device)
+
+
+# -- the first format: class + constructor arguments (still read; saved with init_args=) -------
+
+
+def _save_with_init_args(
+    obj: torch.nn.Module,
+    path: Path,
+    init_args: Mapping[str, Any],
+    code_paths: Sequence[str | os.PathLike[str]] | None,
+) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    cls = type(obj)
+    spec = f"{_module_name(cls, code_paths)}:{cls.__qualname__}"
+    args = _json_args(cls, init_args)
+    state, aliases = _dedupe(obj.state_dict())
+    if any(t.is_meta for t in state.values()):
+        raise InvalidModelError(f"{spec} has weights on the meta device; load them first")
+    _check_rebuild(cls, args, {**state, **{a: state[k] for a, k in aliases.items()}})
+    config: dict[str, Any] = {
+        "format": "init_args",
+        "class": spec,
+        "init_args": args,
+        "weights": _write_shards(state, path),
+        "aliases": aliases,
+        "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in state.values()}),
+    }
+    extra, extra_aliases = _dedupe(
+        {n: b for n, b in obj.named_buffers() if n not in state and n not in aliases}
+    )
+    if extra:
+        save_file(extra, path / BUFFERS)
+        config["buffers"] = {"file": BUFFERS, "aliases": extra_aliases}
+    return config
+
+
+def _load_with_init_args(path: Path, config: Mapping[str, Any], device: torch.device) -> Any:
+    cls = _import_class(str(config["class"]))
+    module = _build(cls, dict(config.get("init_args") or {}))
+    _materialise(module, path, config, device)
+    return module
+
+
+_LOADERS: dict[str, Callable[[Path, Mapping[str, Any], Any], Any]] = {
+    "structure": _load_structure,
+    "torchscript": _load_script,
+    "exported": _load_exported,
+    "transformers": _load_pretrained,
+    "init_args": _load_with_init_args,
+}
 
 
 def _module_name(cls: type, code_paths: Sequence[str | os.PathLike[str]] | None) -> str:
@@ -208,26 +488,6 @@ def _module_name(cls: type, code_paths: Sequence[str | os.PathLike[str]] | None)
         "to a module, or pass code_paths=['your_script.py'] (guard its training code with "
         "`if __name__ == '__main__':`)"
     )
-
-
-def _recover_init_args(obj: torch.nn.Module) -> dict[str, Any]:
-    # Like sklearn's get_params: an __init__ argument kept as a same-named attribute.
-    args, missing = {}, []
-    for name, param in inspect.signature(type(obj)).parameters.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        value = _json(getattr(obj, name, _MISSING))
-        if value is not _MISSING:
-            args[name] = value
-        elif param.default is param.empty:
-            missing.append(name)
-    if missing:
-        raise InvalidModelError(
-            f"cannot tell how to rebuild {type(obj).__qualname__}: {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not kept as attributes; "
-            "pass init_args={...} with the arguments it was built with"
-        )
-    return args
 
 
 def _json(value: Any) -> Any:
@@ -354,26 +614,17 @@ def _device(name: str) -> torch.device:
     return device
 
 
-def _import_class(spec: str, path: Path, code: str | None) -> type[torch.nn.Module]:
+def _import_class(spec: str) -> type[torch.nn.Module]:
     # Only called once the trust policy granted the class (and the shipped code, if any).
     import torch
 
-    if code and str(path / code) not in sys.path:
-        sys.path.insert(0, str(path / code))
-    module_name, _, qualname = spec.partition(":")
-    no_pyc = sys.dont_write_bytecode
-    sys.dont_write_bytecode = bool(code) or no_pyc  # a .pyc in model/code fails the manifest
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
+        obj = _structure.resolve(dotted(spec))
     except (ImportError, AttributeError) as exc:
         raise InvalidModelError(
             f"cannot import {spec} to rebuild the model ({exc}); install the code that defines "
             "it, or save the model with code_paths=[...]"
         ) from exc
-    finally:
-        sys.dont_write_bytecode = no_pyc
     if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
         raise InvalidModelError(f"{spec} is not a torch.nn.Module class")
     return obj

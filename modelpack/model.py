@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,7 +30,9 @@ from modelpack.trust import (
     Need,
     Trust,
     TrustArg,
+    TrustNeededWarning,
     descriptor_digest,
+    grant_hint,
     policy,
     trusted_by_default,
 )
@@ -130,7 +133,19 @@ def save_with(
         )
         descriptor.files = build_manifest(tmp)
         descriptor.write(tmp)
+    _tell_trust(target, needs)
     return target
+
+
+def _tell_trust(target: Path, needs: Sequence[Need]) -> None:
+    untrusted = [n for n in needs if not trusted_by_default(n)]
+    if untrusted:
+        warnings.warn(
+            f"loading {target} will run {', '.join(map(str, untrusted))}: it loads only with "
+            f"{grant_hint(untrusted)}; `modelpack scan` and `inspect` show this too",
+            TrustNeededWarning,
+            stacklevel=3,
+        )
 
 
 def _check_options(flavor: Flavor, options: Mapping[str, Any]) -> None:

@@ -33,19 +33,19 @@ GRANTS_FILE = "trusted-models.json"
 
 # What a need is. Names of types, functions and classes can be granted one by one; a pickle or
 # shipped code runs arbitrary code, so only whole trust (or a grant for the model) covers them.
-TYPE, FUNCTION, CLASS, PICKLE, CODE, FORMAT = (
-    "type",
-    "function",
-    "class",
-    "pickle",
-    "code",
-    "format",
-)
-NAMED_KINDS = frozenset({TYPE, FUNCTION, CLASS})
-KINDS = frozenset({TYPE, FUNCTION, CLASS, PICKLE, CODE, FORMAT})
+# ``module`` is an nn.Module class the torch flavor rebuilds without calling its constructor;
+# ``class`` one the python flavor constructs and runs.
+TYPE, FUNCTION, CLASS, MODULE = "type", "function", "class", "module"
+PICKLE, CODE, FORMAT = "pickle", "code", "format"
+NAMED_KINDS = frozenset({TYPE, FUNCTION, CLASS, MODULE})
+KINDS = frozenset({TYPE, FUNCTION, CLASS, MODULE, PICKLE, CODE, FORMAT})
 
 # What callers pass as ``trust=``: True (everything), False (nothing), or exact names.
 TrustArg = bool | Iterable[str] | None
+
+
+class TrustNeededWarning(UserWarning):
+    """Save tells up front when loading the model will need trust, and which option grants it."""
 
 
 @dataclass(frozen=True, order=True)
@@ -103,7 +103,9 @@ _TORCH_NN = _exact(
             "InstanceNorm1d InstanceNorm2d InstanceNorm3d LazyInstanceNorm1d LazyInstanceNorm2d "
             "LazyInstanceNorm3d"
         ),
-        "torch.nn.modules.linear": "Bilinear Identity LazyLinear Linear",
+        "torch.nn.modules.linear": (
+            "Bilinear Identity LazyLinear Linear NonDynamicallyQuantizableLinear"
+        ),
         "torch.nn.modules.normalization": (
             "CrossMapLRN2d GroupNorm LayerNorm LocalResponseNorm RMSNorm"
         ),
@@ -192,11 +194,42 @@ _SKLEARN_FUNCTIONS = {
     "sklearn.utils.validation.check_array",
 }
 
-TRUSTED_NAMES: frozenset[str] = frozenset(_TORCH_NN | _SKLEARN_TYPES | _SKLEARN_FUNCTIONS)
+# Functions torch modules hold as attributes (an activation), each a pure tensor operation.
+_TORCH_FUNCTIONS = _exact(
+    {
+        "torch.nn.functional": (
+            "celu elu glu hardsigmoid hardswish leaky_relu log_softmax mish normalize relu relu6 "
+            "selu sigmoid silu softmax softsign tanh tanhshrink"
+        ),
+        "torch._C._nn": "gelu log_sigmoid softplus",
+        "torch": "abs cos erf exp log_softmax relu sigmoid sin softmax tanh",
+    }
+)
+
+TRUSTED_NAMES: frozenset[str] = frozenset(
+    _TORCH_NN | _TORCH_FUNCTIONS | _SKLEARN_TYPES | _SKLEARN_FUNCTIONS
+)
+# Module classes of these libraries' model zoos: the torch flavor imports one only from a module
+# under these packages, checks it is an nn.Module class, and never calls its constructor.
+TRUSTED_MODULE_PACKAGES = (
+    "torchvision.models.",
+    "torchvision.ops.",
+    "transformers.models.",
+    "transformers.activations.",
+    "transformers.pytorch_utils.",
+    "transformers.modeling_layers.",
+)
 
 
 def trusted_by_default(need: Need) -> bool:
-    return need.kind in NAMED_KINDS and need.name in TRUSTED_NAMES
+    if need.kind == MODULE:
+        return need.name in _TORCH_NN or (
+            need.name.startswith(TRUSTED_MODULE_PACKAGES)
+            and need.name.rpartition(".")[2][:1].isupper()
+        )
+    if need.kind == TYPE and need.name.startswith("transformers.models."):
+        return need.name.endswith("Config")  # a model's configuration: data, read from JSON
+    return need.kind in (TYPE, FUNCTION) and need.name in TRUSTED_NAMES
 
 
 def dotted(spec: str) -> str:
@@ -302,6 +335,17 @@ def cli_args(trust: bool | Iterable[str] | None) -> list[str]:
     if not trust:
         return []
     return [arg for name in trust for arg in ("--trust-type", name)]
+
+
+def grant_hint(needs: Sequence[Need]) -> str:
+    """The option that grants ``needs``: exact names where they cover all, else everything."""
+    if all(n.kind in NAMED_KINDS for n in needs):
+        return (
+            f"trust={[n.name for n in needs]!r} (CLI: "
+            + " ".join(f"--trust-type {n.name}" for n in needs)
+            + ")"
+        )
+    return f"trust=True (CLI: --trust, or {TRUST_ENV}=1)"
 
 
 def _truthy(value: str | None) -> bool:

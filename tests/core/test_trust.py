@@ -74,7 +74,12 @@ def test_nothing_is_trusted_by_package_prefix():
     for name in ("numpy.testing._private.utils.runstring", "sklearn.utils._testing.check_output"):
         assert not trust.trusted_by_default(trust.Need(trust.FUNCTION, name))
     assert trust.trusted_by_default(trust.Need(trust.TYPE, "sklearn.tree._tree.Tree"))
-    assert trust.trusted_by_default(trust.Need(trust.CLASS, "torch.nn.modules.linear.Linear"))
+    linear = "torch.nn.modules.linear.Linear"
+    assert trust.trusted_by_default(trust.Need(trust.MODULE, linear))  # rebuilt, never called
+    assert not trust.trusted_by_default(trust.Need(trust.CLASS, linear))  # a python-flavor class
+    bert = "transformers.models.bert.modeling_bert.BertModel"
+    assert trust.trusted_by_default(trust.Need(trust.MODULE, bert))
+    assert not trust.trusted_by_default(trust.Need(trust.FUNCTION, "transformers.models.x.run"))
     assert not trust.trusted_by_default(trust.Need(trust.PICKLE, "sklearn.tree._tree.Tree"))
 
 
@@ -214,3 +219,16 @@ def test_the_team_server_refuses_a_manifest_that_climbs_out(tmp_path, plain):
         listed = httpx.get(f"{url}/api/v1/models", timeout=30).json()
         assert "evil" not in json.dumps(listed)
         client.close()
+
+
+def test_save_says_up_front_when_loading_will_need_trust(tmp_path, plain):
+    import modelpack.flavors.python
+    from tests.models import Doubler
+
+    with pytest.warns(trust.TrustNeededWarning, match=r"--trust-type tests\.models\.Doubler"):
+        modelpack.flavors.python.save(Doubler(), tmp_path / "doubler")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", trust.TrustNeededWarning)  # nothing to say: no warning
+        modelpack.save(LogisticRegression().fit(X, [0, 0, 1, 1]), tmp_path / "clf")

@@ -420,8 +420,11 @@ def test_loads_without_trust_in_a_fresh_process_and_answers_the_same(zoo, case_i
         assert sparse.issparse(got), f"{case.method}: a sparse result came back dense"
         assert got.dtype == expected.dtype and (got != expected).nnz == 0
         return
-    if case.id in NOT_BIT_EXACT:
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0, err_msg=case.method or "")
+    if case.id in NOT_BIT_EXACT or (expected.dtype.kind == "f" and got.dtype == expected.dtype):
+        # Float answers through BLAS can move by an ulp with the arrays' memory alignment (seen
+        # for KernelRidge and FastICA in a full run, never alone): a save/load bug is far larger.
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14, err_msg=case.id)
+        assert np.array_equal(np.isnan(got), np.isnan(expected))
         return
     # NaNs in the same places count as equal
     np.testing.assert_array_equal(got, expected, err_msg=f"{case.id}.{case.method}")

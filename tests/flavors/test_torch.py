@@ -96,17 +96,28 @@ def test_input_example_infers_tensor_signature(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.predict(loaded.input_example()), native(model, X[:2]))
 
 
-def test_init_args_are_recovered_from_attributes(tmp_path: Path) -> None:
+def test_the_structure_keeps_attributes_not_constructor_arguments(tmp_path: Path) -> None:
     path = mp_torch.save(mlp(), tmp_path / "m")
-    assert flavor_config(path)["init_args"] == {"in_features": 4, "hidden": 8, "out_features": 3}
+    config = flavor_config(path)
+    assert config["format"] == "structure" and "init_args" not in config
+    structure = json.loads((path / "model" / "structure.json").read_text())
+    root = structure["nodes"][0]
+    assert root["class"] == "tests.flavors.torch_models.MLP"
+    assert {k: root["attributes"][k] for k in ("in_features", "hidden", "out_features")} == {
+        "in_features": 4,
+        "hidden": 8,
+        "out_features": 3,
+    }
 
 
-def test_unrecoverable_init_args_ask_for_them(tmp_path: Path) -> None:
-    model = Opaque(5)
-    with pytest.raises(InvalidModelError, match=r"width is not kept .*init_args=\{\.\.\.\}"):
-        mp_torch.save(model, tmp_path / "m")
-    assert not (tmp_path / "m").exists()
-    path = mp_torch.save(model, tmp_path / "m", init_args={"width": 5})
+def test_a_module_whose_arguments_are_not_attributes_saves_and_init_args_still_work(
+    tmp_path: Path,
+) -> None:
+    model = Opaque(5)  # the width is not kept: no matter, no constructor runs at load
+    x = X[:, :1].repeat(5, axis=1)
+    path = mp_torch.save(model, tmp_path / "s")
+    np.testing.assert_array_equal(modelpack.load(path).predict(x), native(model, x).numpy())
+    path = mp_torch.save(model, tmp_path / "m", init_args={"width": 5})  # the first format
     x = X[:, :1].repeat(5, axis=1)
     np.testing.assert_array_equal(modelpack.load(path).predict(x), native(model, x).numpy())
 
@@ -164,7 +175,9 @@ def test_tied_weights_are_stored_once_and_tied_again(tmp_path: Path) -> None:
     path = mp_torch.save(model, tmp_path / "m")
     with safe_open(str(path / "model" / "weights.safetensors"), framework="pt") as fh:
         assert list(fh.keys()) == ["embed.weight"]
-    assert flavor_config(path)["aliases"] == {"head.weight": "embed.weight"}
+    structure = json.loads((path / "model" / "structure.json").read_text())
+    head = structure["nodes"][structure["nodes"][0]["children"]["head"]]
+    assert head["parameters"]["weight"] == "embed.weight"
     module = mp_torch.load(path)
     assert module.head.weight is module.embed.weight
     tokens = np.array([[1, 2, 3], [4, 5, 10]])
@@ -179,7 +192,7 @@ def test_large_weights_are_sharded(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     path = mp_torch.save(model, tmp_path / "m")
     files = [f"weights-{i:05d}-of-00004.safetensors" for i in range(1, 5)]
     assert flavor_config(path)["weights"] == files
-    assert sorted(p.name for p in (path / "model").iterdir()) == files
+    assert sorted(p.name for p in (path / "model").iterdir()) == ["structure.json", *files]
     np.testing.assert_array_equal(modelpack.load(path).predict(X), native(model, X).numpy())
 
 
@@ -209,6 +222,7 @@ def test_loading_unpickles_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
     assert files == [
         "input_example.json",
+        "model/structure.json",
         "model/weights.safetensors",
         "modelpack.yaml",
         "requirements.txt",
@@ -217,6 +231,7 @@ def test_loading_unpickles_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     header = int.from_bytes(raw[:8], "little")
     json.loads(raw[8 : 8 + header])  # a safetensors header: JSON, then raw tensor bytes
     json.loads((path / "input_example.json").read_bytes())
+    json.loads((path / "model" / "structure.json").read_bytes())
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("loading a torch model unpickled something")
@@ -275,8 +290,8 @@ def test_code_paths_ship_the_class(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert Descriptor.read(path).trust == {
         "executes_code": True,
         "needs": [
-            {"kind": "class", "name": "shipped_net.ShippedNet"},
             {"kind": "code", "name": "model/code/"},
+            {"kind": "module", "name": "shipped_net.ShippedNet"},
         ],
     }
 
@@ -372,7 +387,7 @@ def test_a_user_class_loads_only_when_trusted_and_torch_nn_needs_nothing(
 ) -> None:
     monkeypatch.delenv("MODELPACK_TRUST")
     path = mp_torch.save(MLP(4, 8, 3), tmp_path / "mlp", input_example=X)
-    with pytest.raises(UntrustedModelError, match=r"class tests\.flavors\.torch_models\.MLP"):
+    with pytest.raises(UntrustedModelError, match=r"module tests\.flavors\.torch_models\.MLP"):
         modelpack.load(path)
     with pytest.raises(UntrustedModelError):
         mp_torch.load(path, trust=["tests.flavors.torch_models.Opaque"])  # another class
