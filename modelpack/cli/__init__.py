@@ -25,7 +25,16 @@ def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
+_registered = False
+
+
 def _register() -> None:
+    # Once per process: main() called again (tests, the security driver) must not add every
+    # command a second time (typer rebuilt all of them on each call, ever slower).
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from modelpack.cli import (
         batch_commands,
         convert_commands,
