@@ -250,7 +250,8 @@ def torch_to_onnx(
     kwargs = feeds if as_kwargs else {}
     batch = torch.export.Dim.DYNAMIC
     dynamic: Any = {n: {0: batch} for n in names} if as_kwargs else ({0: batch},)
-    module = module.eval()
+    with contextlib.suppress(NotImplementedError):  # an exported program's module: no eval()
+        module = module.eval()
     try:
         with _quiet():
             program = torch.onnx.export(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from modelpack import _parity
 from modelpack._fs import atomic_directory
 from modelpack.descriptor import Descriptor, build_manifest
 from modelpack.environment import environment_info, pinned
-from modelpack.errors import ConversionError
+from modelpack.errors import ConversionError, ModelpackError
 from modelpack.model import MODEL_SUBDIR, load
 from modelpack.trust import TrustArg, legacy
 from modelpack.uris import resolve
@@ -64,17 +65,18 @@ def to_onnx(
             "input_example or a signature"
         )
     inputs = _parity.parity_inputs(model.signature, model.input_example(), rows=rows)
-    proto, converter = _export(flavor, model, inputs[-1], opset)
+    original = _failing_as(model.predictor.predict, f"{text} failed on the parity gate's rows")
+    proto, converter = _export(flavor, model, inputs[-1], opset, original)
     graph_outputs = [o.name for o in proto.graph.output]
-    _align_shapes(proto, model.predictor.predict(inputs[0]), graph_outputs)
+    _align_shapes(proto, original(inputs[0]), graph_outputs)
 
     from modelpack.flavors.onnx import OnnxFlavor
 
     onnx_flavor = OnnxFlavor()
     session = onnx_flavor.wrap(proto, {})
     diffs = _parity.check(
-        model.predictor.predict,
-        session.predict,
+        original,
+        _failing_as(session.predict, f"ONNX Runtime failed on the conversion of {text}"),
         inputs,
         graph_outputs,
         rtol=rtol,
@@ -86,7 +88,24 @@ def to_onnx(
     return target
 
 
-def _export(flavor: str, model: Any, sample: Any, opset: int | None) -> tuple[Any, dict[str, str]]:
+def _failing_as(predict: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
+    """``predict``, whose failures are a one-line ``conversion_failed`` naming the step."""
+
+    def guarded(data: Any) -> Any:
+        try:
+            return predict(data)
+        except ModelpackError:
+            raise
+        except Exception as exc:
+            reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise ConversionError(f"{what}: {type(exc).__name__}: {reason}") from exc
+
+    return guarded
+
+
+def _export(
+    flavor: str, model: Any, sample: Any, opset: int | None, predict: Callable[[Any], Any]
+) -> tuple[Any, dict[str, str]]:
     from modelpack import _onnx_export
 
     if flavor == "sklearn":
@@ -97,7 +116,7 @@ def _export(flavor: str, model: Any, sample: Any, opset: int | None) -> tuple[An
         return proto, {"tool": "skl2onnx", "version": skl2onnx.__version__}
     import torch
 
-    produced = model.predictor.predict(sample)
+    produced = predict(sample)
     names = list(produced) if isinstance(produced, dict) else ["output"]
     proto = _onnx_export.torch_to_onnx(model.unwrap(), model.signature, sample, names, opset)
     return proto, {"tool": "torch.onnx", "version": str(torch.__version__)}
