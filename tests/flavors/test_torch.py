@@ -400,3 +400,35 @@ def test_a_user_class_loads_only_when_trusted_and_torch_nn_needs_nothing(
     plain = mp_torch.save(linear, tmp_path / "linear", input_example=X)
     assert Descriptor.read(plain).trust == {"executes_code": False, "needs": []}
     np.testing.assert_array_equal(modelpack.load(plain).predict(X), native(linear, X).numpy())
+
+
+def test_a_transformers_model_is_a_save_pretrained_folder_and_loads_with_no_trust(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.delenv("MODELPACK_TRUST")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=50,
+        max_position_embeddings=16,
+    )
+    model = transformers.BertModel(config).eval()
+    ids = np.arange(12, dtype=np.int64).reshape(2, 6)
+    example = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    path = modelpack.save(model, tmp_path / "bert", input_example=example)
+    assert flavor_config(path)["format"] == "transformers"
+    assert not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
+    with torch.inference_mode():
+        expected = model(**{k: torch.from_numpy(v) for k, v in example.items()})
+    # The folder is what save_pretrained writes: from_pretrained reads it as it is.
+    again = transformers.BertModel.from_pretrained(str(path / "model")).eval()
+    with torch.inference_mode():
+        reread = again(**{k: torch.from_numpy(v) for k, v in example.items()})
+    assert torch.equal(reread.last_hidden_state, expected.last_hidden_state)
+    out = modelpack.load(path).predict(example)  # transformers classes: no trust needed
+    assert sorted(out) == ["last_hidden_state", "pooler_output"]
+    np.testing.assert_array_equal(out["last_hidden_state"], expected.last_hidden_state.numpy())
