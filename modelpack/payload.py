@@ -69,12 +69,22 @@ def decode(body: Any) -> tuple[Any, dict[str, Any]]:
         if key == "dataframe_split":
             if not isinstance(value, Mapping) or "data" not in value:
                 raise InvalidInputError("'dataframe_split' needs 'columns' and 'data'")
-            frame = pd.DataFrame(value["data"], columns=value.get("columns"))
+            columns = value.get("columns")
+            if isinstance(columns, list):
+                repeated = sorted({str(c) for c in columns if columns.count(c) > 1})
+                if repeated:
+                    raise InvalidInputError(
+                        f"'dataframe_split': column(s) {', '.join(map(repr, repeated))} "
+                        "appear more than once"
+                    )
+            frame = pd.DataFrame(value["data"], columns=columns)
             return frame.infer_objects(), dict(params)
         if key == "dataframe_records":
             if not isinstance(value, list):
                 raise InvalidInputError("'dataframe_records' must be a list of objects")
             return pd.DataFrame.from_records(value), dict(params)
+    except InvalidInputError:
+        raise
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"cannot read {key!r} as a table: {exc}") from exc
     return _tensors(value, key), dict(params)

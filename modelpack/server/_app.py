@@ -17,6 +17,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from modelpack._asgi import UnexpectedErrors
 from modelpack.errors import (
     AuthenticationError,
     InvalidInputError,
@@ -61,9 +62,10 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return _error(code, str(exc.detail), exc.status_code, dict(exc.headers or {}))
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _error("internal_error", "internal server error; see the server's log", 500)
+def _unexpected(scope: dict[str, Any], exc: BaseException) -> tuple[bytes, str]:
+    log.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+    message = "internal server error; see the server's log"
+    return orjson.dumps({"error": {"code": "internal_error", "message": message}}), JSON
 
 
 class Authenticator:
@@ -166,18 +168,19 @@ def create_app(*, auth: bool = False, cors_origins: Sequence[str] = ()) -> Starl
     routes.append(Route("/", index, methods=["GET"]))
     if UI_DIR.is_dir():
         routes.append(Mount("/ui", app=StaticFiles(directory=UI_DIR), name="ui"))
-    middleware = []
+    middleware = [Middleware(UnexpectedErrors, render=_unexpected)]
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        middleware.append(
+        middleware.insert(
+            0,
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(cors_origins),
                 allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Content-Range"],
                 expose_headers=["Upload-Offset"],
-            )
+            ),
         )
     return Starlette(
         routes=routes,
@@ -185,6 +188,5 @@ def create_app(*, auth: bool = False, cors_origins: Sequence[str] = ()) -> Starl
         exception_handlers={
             ModelpackError: _on_modelpack_error,
             HTTPException: _on_http_error,
-            Exception: _on_unexpected,
         },
     )

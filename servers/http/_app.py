@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from modelpack._asgi import UnexpectedErrors
 from modelpack._version import __version__
 from modelpack.errors import (
     ModelNotFoundError,
@@ -72,11 +73,11 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return Response(body, status_code=exc.status_code, media_type=JSON, headers=exc.headers)
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    log.error("unexpected error on %s", request.url.path, exc_info=exc)
+def _unexpected(scope: dict[str, Any], exc: BaseException) -> tuple[bytes, str]:
+    path = str(scope.get("path", ""))
+    log.error("unexpected error on %s", path, exc_info=exc)
     message = "internal server error; see the server's log"
-    body = _error_body(request.url.path, "internal_error", message)
-    return Response(body, status_code=500, media_type=JSON)
+    return _error_body(path, "internal_error", message), JSON
 
 
 def _freeze_heap() -> int:
@@ -276,11 +277,13 @@ class ModelServer:
 def build_app(server: ModelServer) -> Starlette:
     app = Starlette(
         routes=server.routes(),
-        middleware=[Middleware(MetricsMiddleware, metrics=server.metrics)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=server.metrics),
+            Middleware(UnexpectedErrors, render=_unexpected),  # counted by the metrics too
+        ],
         exception_handlers={
             ModelpackError: _on_modelpack_error,
             HTTPException: _on_http_error,
-            Exception: _on_unexpected,
         },
         lifespan=server.lifespan,
     )

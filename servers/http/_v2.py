@@ -50,17 +50,31 @@ def model_metadata(name: str, platform: str, signature: Signature | None) -> dic
         "name": name,
         "versions": [],
         "platform": platform,
-        "inputs": _tensors_of(signature.inputs if signature else None),
-        "outputs": _tensors_of(signature.outputs if signature else None),
+        "inputs": _tensors_of(signature.inputs if signature else None, "input"),
+        "outputs": _tensors_of(signature.outputs if signature else None, "output"),
     }
 
 
-def _tensors_of(schema: Any) -> list[dict[str, Any]]:
+def tensor_name(name: str | None, index: int, count: int, role: str) -> str:
+    """The v2 name of a signature tensor: its own, else the name infer answers with."""
+    if name:
+        return name
+    if role == "output":
+        return "predict" if count == 1 else f"output-{index}"
+    return f"input-{index}"
+
+
+def _tensors_of(schema: Any, role: str) -> list[dict[str, Any]]:
     if schema is None:
         return []
     if schema.is_tensor:
+        count = len(schema.tensors)
         return [
-            {"name": t.name or f"input-{i}", "datatype": datatype_of(t.dtype), "shape": t.shape}
+            {
+                "name": tensor_name(t.name, i, count, role),
+                "datatype": datatype_of(t.dtype),
+                "shape": t.shape,
+            }
             for i, t in enumerate(schema.tensors)
         ]
     return [
@@ -75,9 +89,30 @@ class InferRequest:
     def __init__(self, header: Mapping[str, Any], tensors: dict[str, np.ndarray]) -> None:
         self.id = header.get("id")
         self.tensors = tensors
-        params = header.get("parameters") or {}
+        params = _parameters(header, "the inference request")
         self.binary_output = bool(params.get("binary_data_output", False))
-        self.outputs: list[Mapping[str, Any]] | None = header.get("outputs")
+        self.outputs: list[Mapping[str, Any]] | None = _requested_outputs(header.get("outputs"))
+
+
+def _parameters(holder: Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    params = holder.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidInputError(f"{what}: 'parameters' must be an object")
+    return params
+
+
+def _requested_outputs(outputs: Any) -> list[Mapping[str, Any]] | None:
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise InvalidInputError("'outputs' must be a list of objects, each with a string 'name'")
+    for o in outputs:
+        _parameters(o, f"output {o['name']!r}")
+    return outputs
 
 
 def parse_infer(raw: bytes, header_length: str | None) -> InferRequest:
@@ -104,13 +139,21 @@ def parse_infer(raw: bytes, header_length: str | None) -> InferRequest:
     for spec in inputs:
         if not isinstance(spec, dict) or not {"name", "shape", "datatype"} <= set(spec):
             raise InvalidInputError("each input needs 'name', 'shape' and 'datatype'")
-        binary_size = (spec.get("parameters") or {}).get("binary_data_size")
+        name = str(spec["name"])
+        if name in tensors:
+            raise InvalidInputError(f"input {name!r} is given more than once")
+        binary_size = _parameters(spec, f"input {name!r}").get("binary_data_size")
         if binary_size is not None:
-            chunk = blob[offset : offset + int(binary_size)]
-            offset += int(binary_size)
-            tensors[str(spec["name"])] = _from_binary(spec, bytes(chunk))
+            if type(binary_size) is not int or not 0 <= binary_size <= len(blob) - offset:
+                raise InvalidInputError(
+                    f"input {name!r}: 'binary_data_size' must be a whole number of bytes "
+                    "within the body"
+                )
+            chunk = blob[offset : offset + binary_size]
+            offset += binary_size
+            tensors[name] = _from_binary(spec, bytes(chunk))
         elif "data" in spec:
-            tensors[str(spec["name"])] = _from_json(spec)
+            tensors[name] = _from_json(spec)
         else:
             raise InvalidInputError(f"input {spec['name']!r} has neither 'data' nor binary data")
     return InferRequest(header, tensors)
@@ -132,6 +175,8 @@ def _from_json(spec: Mapping[str, Any]) -> np.ndarray:
             arr = np.asarray(spec["data"], dtype=_TO_NUMPY[datatype]).reshape(shape)
         else:
             raise InvalidInputError(f"input {name!r}: unknown datatype {datatype!r}")
+    except OverflowError as exc:
+        raise InvalidInputError(f"input {name!r}: a value is out of range for {datatype}") from exc
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"input {name!r}: data does not fit shape {list(shape)}") from exc
     return arr
@@ -199,10 +244,9 @@ def output_tensors(predictions: Any, signature: Signature | None) -> list[tuple[
         return [(str(c), predictions[c].to_numpy()) for c in predictions.columns]
     if isinstance(predictions, Mapping):
         return [(str(k), np.asarray(v)) for k, v in predictions.items()]
-    name = "predict"
     outputs = signature.outputs if signature else None
-    if outputs is not None and outputs.is_tensor and outputs.tensors[0].name:
-        name = outputs.tensors[0].name
+    declared = outputs.tensors[0].name if outputs is not None and outputs.is_tensor else None
+    name = tensor_name(declared, 0, 1, "output")
     if hasattr(predictions, "detach") and hasattr(predictions, "numpy"):
         predictions = predictions.detach().cpu().numpy()
     return [(name, np.asarray(predictions))]

@@ -50,3 +50,12 @@ class Words:
 
     def predict(self, data: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"length": data["text"].str.len(), "upper": data["text"].str.upper()})
+
+
+class Unencodable:
+    """Answers something no response can carry: the server's own fault, a 500."""
+
+    def predict(self, data: pd.DataFrame) -> Any:
+        if (data["x"] < 0).any():
+            return [object()] * len(data)
+        return data["x"].to_numpy()

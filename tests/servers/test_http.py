@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.servers.conftest import COLUMNS, serve, split_body
+from tests.servers import _models
+from tests.servers.conftest import COLUMNS, save_python, serve, split_body
 
 
 def post(url, body=None, **kwargs):
@@ -281,3 +282,52 @@ def test_connections_on_a_shared_worker_socket_get_tcp_nodelay(fixed):
         thread.join(timeout=30)
         listener.close()
     assert seen and all(bool(v) == fixed for v in seen), seen
+
+
+def test_a_500_leaves_the_keep_alive_connection_usable(tmp_path, monkeypatch):
+    import socket
+
+    from tests.conftest import TEST_MODEL_CLASSES
+
+    monkeypatch.setenv("MODELPACK_TRUST", ",".join([*TEST_MODEL_CLASSES, _UNENCODABLE]))
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    path = save_python(tmp_path / "m", _models.Unencodable(), frame)
+    bad = b'{"dataframe_split": {"columns": ["x"], "data": [[-1.0]]}}'
+    with serve(path) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            reader = conn.makefile("rb")
+
+            def exchange(request: bytes) -> tuple[int, bytes]:
+                conn.sendall(request)
+                status = int(reader.readline().split()[1])
+                length = 0
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    assert name.lower() != "connection" or "close" not in value.lower()
+                return status, reader.read(length)
+
+            post = (
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(bad)}\r\n\r\n".encode()
+                + bad
+            )
+            status, body = exchange(post)
+            assert status == 500 and b"internal_error" in body
+            for _ in range(2):  # the same socket answers again: nothing was dropped
+                status, body = exchange(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert status == 200
+            reader.close()
+
+
+_UNENCODABLE = "tests.servers._models.Unencodable"
+
+
+def test_a_repeated_column_is_a_client_error(iris_url):
+    body = {"dataframe_split": {"columns": [*COLUMNS[:3], COLUMNS[0]], "data": [[1.0] * 4]}}
+    answer = httpx.post(f"{iris_url}/invocations", json=body, timeout=30)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_input" and "appear more than once" in error["message"]

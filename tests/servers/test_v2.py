@@ -1,3 +1,5 @@
+import json
+
 import httpx
 import numpy as np
 import pandas as pd
@@ -85,3 +87,49 @@ def test_bytes_tensors_in_and_out(tmp_path):
             "shape": [1],
             "data": [3],
         }
+
+
+def test_outputs_advertised_in_the_metadata_are_the_ones_infer_answers(client, iris):
+    # A Triton client builds its request from the metadata: asking for the advertised output
+    # must work, and the answer must carry that name.
+    _, clf, frame = iris
+    meta = client.get_model_metadata("iris")
+    [output] = meta["outputs"]
+    rows = frame.head(3).to_numpy()
+    tensor = triton.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows)
+    result = client.infer("iris", [tensor], outputs=[triton.InferRequestedOutput(output["name"])])
+    np.testing.assert_array_equal(result.as_numpy(output["name"]), clf.predict(frame.head(3)))
+
+
+_TWO_COLUMNS = [
+    {"name": "sepal_length", "shape": [1], "datatype": "FP64", "data": [5.0]},
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"inputs": [{**_TWO_COLUMNS[0], "datatype": "INT8", "data": [1000]}]}, "INT8"),
+        ({"inputs": [{**_TWO_COLUMNS[0], "datatype": "UINT8", "data": [-1]}]}, "UINT8"),
+        ({"inputs": [{**_TWO_COLUMNS[0], "datatype": "INT64", "data": [2**63]}]}, "INT64"),
+        ({"parameters": [1], "inputs": _TWO_COLUMNS}, "'parameters'"),
+        ({"inputs": [{**_TWO_COLUMNS[0], "parameters": "x"}]}, "'parameters'"),
+        (
+            {"inputs": [{**_TWO_COLUMNS[0], "parameters": {"binary_data_size": "x"}}]},
+            "binary_data_size",
+        ),
+        ({"outputs": "predict", "inputs": _TWO_COLUMNS}, "'outputs'"),
+        ({"outputs": {"name": "predict"}, "inputs": _TWO_COLUMNS}, "'outputs'"),
+        ({"outputs": [1, 2], "inputs": _TWO_COLUMNS}, "'outputs'"),
+        ({"inputs": [_TWO_COLUMNS[0], _TWO_COLUMNS[0]]}, "more than once"),
+    ],
+)
+def test_malformed_v2_requests_are_client_errors_on_a_connection_that_stays_usable(
+    iris_url, body, field
+):
+    with httpx.Client(base_url=iris_url, timeout=30) as http:
+        answer = http.post("/v2/models/iris/infer", content=json.dumps(body))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == "invalid_input" and field in answer.json()["error"]
+        assert http.get("/v2/health/ready").status_code == 200  # same connection, still good
