@@ -115,6 +115,21 @@ def serve(
     )
 
 
+def _log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging, plus modelpack's own lines (model ready in N s, load failures)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["modelpack"] = {
+        "handlers": ["default"],
+        "level": level.upper() if level.upper() != "TRACE" else "DEBUG",
+        "propagate": False,
+    }
+    return config
+
+
 def _run(
     path: Path,
     options: ServeOptions,
@@ -149,6 +164,7 @@ def _run(
         "http": NoDelayHttpProtocol,  # asyncio leaves Nagle on for the --workers socket
         "timeout_graceful_shutdown": int(options.timeout_s) + 5,
         "lifespan": "on",
+        "log_config": _log_config(log_level),
     }
     if workers > 1:
         spec = {

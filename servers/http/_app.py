@@ -147,7 +147,7 @@ class ModelServer:
             return
         if self.options.freeze_heap:
             frozen = await anyio.to_thread.run_sync(_freeze_heap)
-            log.info("%d objects from start-up frozen out of the garbage collector", frozen)
+            log.debug("%d objects from start-up frozen out of the garbage collector", frozen)
         self.model = model
         self.metrics.load_seconds.set(time.perf_counter() - start)
         log.info("model %r ready in %.2fs", self.options.name, time.perf_counter() - start)

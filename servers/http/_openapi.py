@@ -77,8 +77,49 @@ def _error() -> dict[str, Any]:
     }
 
 
+def _v2_error() -> dict[str, Any]:
+    # The v2 protocol's error is a string (tritonclient fails on an object), with our code beside.
+    return {
+        "description": "error",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+                }
+            }
+        },
+    }
+
+
+def _name_parameter(name: str) -> dict[str, Any]:
+    return {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "the served model's name",
+        "schema": {"type": "string", "enum": [name]},
+    }
+
+
+def _v2_tensor() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
+            "datatype": {"type": "string"},
+            "parameters": {"type": "object"},
+            "data": {"type": "array"},
+        },
+    }
+
+
 def openapi(name: str, version: str, signature: Signature | None) -> dict[str, Any]:
     errors = {str(s): _error() for s in (400, 413, 415, 422, 503, 504)}
+    v2_errors = {str(s): _v2_error() for s in (400, 404, 413, 415, 422, 503, 504)}
     simple = {"200": {"description": "ok"}, "503": _error()}
     return {
         "openapi": "3.1.0",
@@ -118,10 +159,58 @@ def openapi(name: str, version: str, signature: Signature | None) -> dict[str, A
             "/v2/models/{name}/infer": {
                 "post": {
                     "summary": "Predict (Open Inference Protocol v2)",
-                    "responses": {"200": {"description": "outputs"}, **errors},
+                    "parameters": [_name_parameter(name)],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["inputs"],
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "parameters": {"type": "object"},
+                                        "inputs": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "items": _v2_tensor(),
+                                        },
+                                        "outputs": {
+                                            "type": "array",
+                                            "items": {
+                                                "type": "object",
+                                                "required": ["name"],
+                                                "properties": {
+                                                    "name": {"type": "string"},
+                                                    "parameters": {"type": "object"},
+                                                },
+                                            },
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {"200": {"description": "outputs"}, **v2_errors},
                 }
             },
-            **{p: {"get": {"responses": simple}} for p in ("/ping", "/health", "/v2/health/ready")},
+            "/v2/models/{name}": {
+                "get": {
+                    "summary": "Model metadata (Open Inference Protocol v2)",
+                    "parameters": [_name_parameter(name)],
+                    "responses": {"200": {"description": "metadata"}, "404": _v2_error()},
+                }
+            },
+            "/v2/models/{name}/ready": {
+                "get": {
+                    "parameters": [_name_parameter(name)],
+                    "responses": {"200": {"description": "ready"}, "503": _v2_error()},
+                }
+            },
+            **{p: {"get": {"responses": simple}} for p in ("/ping", "/health")},
+            "/v2/health/ready": {
+                "get": {"responses": {"200": {"description": "ok"}, "503": _v2_error()}}
+            },
             **{
                 p: {"get": {"responses": {"200": {"description": "ok"}}}}
                 for p in ("/version", "/metadata", "/metrics", "/v2", "/v2/health/live")

@@ -19,6 +19,8 @@ def test_serve_answers_and_stops(iris):
     # uvicorn re-raises the SIGTERM it handled once shut down, so the status says SIGTERM.
     assert proc.returncode in (0, -signal.SIGTERM)
     assert "Finished server process" in logs["output"]
+    # uvicorn's "startup complete" comes before the model is loaded: readiness has its own line.
+    assert "model 'model' ready in " in logs["output"]
 
 
 def test_sigterm_lets_an_in_flight_request_finish(slow_path):

@@ -28,6 +28,10 @@ def test_health_version_metadata_openapi(iris, iris_url):
     split = doc["paths"]["/invocations"]["post"]["requestBody"]["content"]["application/json"]
     columns = split["schema"]["properties"]["dataframe_split"]["properties"]["columns"]
     assert columns["items"]["enum"] == COLUMNS
+    infer = doc["paths"]["/v2/models/{name}/infer"]["post"]
+    assert infer["parameters"][0]["in"] == "path" and infer["parameters"][0]["name"] == "name"
+    v2_error = infer["responses"]["400"]["content"]["application/json"]["schema"]
+    assert v2_error["properties"]["error"] == {"type": "string"}  # as infer's errors really are
 
 
 def modelpack_descriptor_id(path):
