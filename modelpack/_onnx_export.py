@@ -80,7 +80,9 @@ def _skl2onnx(
 
     errors = []
     # float64 first: the same arithmetic as scikit-learn; float32 where a converter has no double.
-    for double in doubles:
+    # A classifier without probabilities (LinearSVC) takes no zipmap option: then none at all.
+    tries = [(options, d) for d in doubles] + ([(None, d) for d in doubles] if options else [])
+    for options, double in tries:
         try:
             with _quiet():
                 from skl2onnx import to_onnx

@@ -23,14 +23,25 @@ def keep_outputs(model: onnx.ModelProto, names: list[str]) -> None:
     model.graph.output.extend(kept)
 
 
-def match_output_shapes(model: onnx.ModelProto, source: Mapping[str, np.ndarray]) -> None:
-    """Reshape graph outputs of shape ``(n, 1)`` to ``(n,)`` where the source returns 1-D."""
+def match_output_shapes(
+    model: onnx.ModelProto,
+    source: Mapping[str, np.ndarray],
+    actual: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Reshape 2-D graph outputs (``(n, 1)``, ``(1, n)``) to ``(n,)`` where the source is 1-D.
+
+    The parity gate then compares shapes exactly: a reshape that put values in the wrong
+    places shows as different values, never as a silently different answer. ``actual`` (what
+    the graph really returned on the same rows) catches 2-D answers the graph declares as 1-D.
+    """
     from onnx import helper, numpy_helper
 
     for output in model.graph.output:
         want = source.get(output.name)
         dims = output.type.tensor_type.shape.dim
-        if want is None or want.ndim != 1 or len(dims) != 2 or dims[1].dim_value != 1:
+        got = (actual or {}).get(output.name)
+        runs_2d = got is not None and got.ndim == 2 and 1 in got.shape
+        if want is None or want.ndim != 1 or not (len(dims) == 2 or runs_2d):
             continue
         name = output.name
         inner = f"{name}__column"
@@ -39,7 +50,14 @@ def match_output_shapes(model: onnx.ModelProto, source: Mapping[str, np.ndarray]
         shape = numpy_helper.from_array(np.array([-1], dtype=np.int64), f"{output.name}__shape")
         model.graph.initializer.append(shape)
         model.graph.node.append(helper.make_node("Reshape", [inner, shape.name], [output.name]))
-        del dims[1]
+        if len(dims) != 2:
+            continue  # declared 1-D already
+        keep = dims[0] if dims[1].dim_value == 1 else None  # (n, 1) keeps its batch dimension
+        if keep is None:
+            del dims[:]
+            dims.add()
+        else:
+            del dims[1]
 
 
 def concat_columns(

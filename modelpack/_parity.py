@@ -16,7 +16,7 @@ import pandas as pd
 from modelpack.errors import ConversionError, ParityError
 from modelpack.signature import ColSpec, Signature, TensorSpec
 
-Diffs = dict[str, dict[str, float]]
+Diffs = dict[str, dict[str, Any]]
 
 
 def parity_inputs(signature: Signature, example: Any, *, rows: int, seed: int = 0) -> list[Any]:
@@ -41,7 +41,11 @@ def _perturb(values: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> n
     finite = np.where(np.isfinite(values), values, 0.0)
     scale = finite.std(axis=0) + 0.05 * np.abs(finite.mean(axis=0)) + 0.05
     noise = rng.normal(size=picked.shape) * scale
-    return (picked + noise).astype(values.dtype)
+    # Within the example's range: a model's domain is often bounded (counts, probabilities).
+    low, high = finite.min(axis=0), finite.max(axis=0)
+    spread = np.where(high > low, 0.0, scale)  # one value seen: a little room around it
+    moved = np.clip(picked + noise, low - spread, high + spread)
+    return np.where(np.isfinite(picked), moved, picked).astype(values.dtype)
 
 
 def _tensor_rows(
@@ -91,14 +95,23 @@ def as_outputs(out: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     return {names[0] if len(names) == 1 else "output": np.asarray(out)}
 
 
-def compare(source: np.ndarray, target: np.ndarray, rtol: float, atol: float) -> dict[str, float]:
+def compare(source: np.ndarray, target: np.ndarray, rtol: float, atol: float) -> dict[str, Any]:
     """``max_abs``, ``max_rel``, ``mismatched`` and ``values`` of ``target`` against ``source``."""
-    if source.shape != target.shape:
-        if source.size != target.size:
-            n = float(max(source.size, target.size))
-            return {"max_abs": math.inf, "max_rel": math.inf, "mismatched": n, "values": n}
-        target = target.reshape(source.shape)
-    if source.dtype.kind in "biuf" and target.dtype.kind in "biuf":
+    numeric = "biuf"
+    if source.shape != target.shape or (
+        (source.dtype.kind in numeric) != (target.dtype.kind in numeric)
+    ):
+        # A served answer of another shape or kind is a different answer, whatever the values.
+        n = float(max(source.size, target.size, 1))
+        return {
+            "max_abs": math.inf,
+            "max_rel": math.inf,
+            "mismatched": n,
+            "values": n,
+            "shape": f"{tuple(target.shape)} {target.dtype} where the source gives "
+            f"{tuple(source.shape)} {source.dtype}",
+        }
+    if source.dtype.kind in numeric and target.dtype.kind in numeric:
         a, b = source.astype(np.float64), target.astype(np.float64)
         both_nan = np.isnan(a) & np.isnan(b)
         with np.errstate(invalid="ignore"):
@@ -109,15 +122,33 @@ def compare(source: np.ndarray, target: np.ndarray, rtol: float, atol: float) ->
         bad = diff > atol + rtol * np.abs(np.nan_to_num(a))
         max_abs = float(diff.max(initial=0.0))
         max_rel = float(np.nan_to_num(rel, nan=np.inf).max(initial=0.0))
+        worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.size else None
     else:
         bad = source.astype(str) != target.astype(str)
         max_abs = max_rel = 0.0 if not bad.any() else math.inf
-    return {
+        worst = np.unravel_index(int(np.argmax(bad)), bad.shape) if bad.any() else None
+    found: dict[str, Any] = {
         "max_abs": max_abs,
         "max_rel": max_rel,
         "mismatched": float(np.count_nonzero(bad)),
         "values": float(bad.size),
     }
+    if worst is not None and bad.any():
+        found["worst"] = (
+            f"row {int(worst[0]) if worst else 0}: source {source[worst]!r}, "
+            f"converted {target[worst]!r}"
+        )
+    return found
+
+
+def _failure(name: str, d: Mapping[str, Any]) -> str:
+    if "shape" in d:
+        return f"{name}: answers {d['shape']}"
+    worst = f", worst {d['worst']}" if "worst" in d else ""
+    return (
+        f"{name}: max abs diff {d['max_abs']:.3g}, max rel diff {d['max_rel']:.3g} "
+        f"({int(d['mismatched'])} of {int(d['values'])} values outside{worst})"
+    )
 
 
 def check(
@@ -141,18 +172,20 @@ def check(
             )
         for name, value in expected.items():
             found = compare(value, got[name], rtol, atol)
-            seen = diffs.setdefault(name, dict.fromkeys(found, 0.0))
+            seen = diffs.setdefault(
+                name, {"max_abs": 0.0, "max_rel": 0.0, "mismatched": 0.0, "values": 0.0}
+            )
+            if found["max_abs"] >= seen["max_abs"] and "worst" in found:
+                seen["worst"] = found["worst"]
+            if "shape" in found:
+                seen["shape"] = found["shape"]
             for key in ("max_abs", "max_rel"):
                 seen[key] = max(seen[key], found[key])
             for key in ("mismatched", "values"):
                 seen[key] += found[key]
     failed = {n: d for n, d in diffs.items() if d["mismatched"]}
     if failed:
-        detail = "; ".join(
-            f"{n}: max abs diff {d['max_abs']:.3g}, max rel diff {d['max_rel']:.3g} "
-            f"({int(d['mismatched'])} of {int(d['values'])} values outside)"
-            for n, d in failed.items()
-        )
+        detail = "; ".join(_failure(n, d) for n, d in failed.items())
         raise ParityError(
             f"{what} does not match the source model within rtol={rtol:g}, atol={atol:g}: "
             f"{detail}; nothing was written (loosen --rtol/--atol only if that is acceptable)",

@@ -68,7 +68,7 @@ def to_onnx(
     original = _failing_as(model.predictor.predict, f"{text} failed on the parity gate's rows")
     proto, converter = _export(flavor, model, inputs[-1], opset, original)
     graph_outputs = [o.name for o in proto.graph.output]
-    _align_shapes(proto, original(inputs[0]), graph_outputs)
+    _align_shapes(proto, original(inputs[0]), graph_outputs, inputs[0])
 
     from modelpack.flavors.onnx import OnnxFlavor
 
@@ -122,10 +122,12 @@ def _export(
     return proto, {"tool": "torch.onnx", "version": str(torch.__version__)}
 
 
-def _align_shapes(proto: Any, produced: Any, names: list[str]) -> None:
+def _align_shapes(proto: Any, produced: Any, names: list[str], data: Any) -> None:
     from modelpack._onnx_graph import match_output_shapes
+    from modelpack.flavors.onnx import OnnxFlavor
 
-    match_output_shapes(proto, _parity.as_outputs(produced, names))
+    ran = _failing_as(OnnxFlavor().wrap(proto, {}).predict, "ONNX Runtime failed")(data)
+    match_output_shapes(proto, _parity.as_outputs(produced, names), _parity.as_outputs(ran, names))
 
 
 def parent_info(uri: str, descriptor: Descriptor) -> dict[str, Any]:

@@ -401,3 +401,47 @@ def test_torchscript_exporter_is_the_fallback(tmp_path, monkeypatch):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_a_classifier_without_probabilities_converts(tmp_path):
+    # skl2onnx takes no zipmap option for LinearSVC: it was refused for every classifier.
+    from sklearn.svm import LinearSVC
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    svc = LinearSVC().fit(X, y)
+    out = to_onnx(modelpack.save(svc, tmp_path / "svc", input_example=X[:3]))
+    np.testing.assert_array_equal(modelpack.load(out, flavor="onnx").predict(X), svc.predict(X))
+
+
+@pytest.mark.parametrize("kind", ["qda", "one_vs_one", "pls"])
+def test_converted_answers_keep_the_source_shape(tmp_path, kind):
+    # These graphs answer (1, n) or (n, 1) where scikit-learn answers (n,): the conversion
+    # reshapes them, and the gate compares shapes exactly (it used to reshape and pass).
+    from sklearn.cross_decomposition import PLSRegression
+    from sklearn.discriminant_analysis import QuadraticDiscriminantAnalysis
+    from sklearn.multiclass import OneVsOneClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    model = {
+        "qda": lambda: QuadraticDiscriminantAnalysis().fit(X, (X[:, 0] > 0).astype(int)),
+        "one_vs_one": lambda: OneVsOneClassifier(LogisticRegression()).fit(
+            X, rng.integers(0, 3, 60)
+        ),
+        "pls": lambda: PLSRegression(1).fit(X, X[:, 0]),
+    }[kind]()
+    out = to_onnx(modelpack.save(model, tmp_path / kind, input_example=X[:5]))
+    got = modelpack.load(out, flavor="onnx").predict(X)
+    expected = model.predict(X)
+    assert np.asarray(got).shape == np.asarray(expected).shape == (60,)
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_different_shape_is_a_parity_failure_that_says_so():
+    from modelpack import _parity
+
+    found = _parity.compare(np.zeros(4), np.zeros((4, 1)), 1e-4, 1e-5)
+    assert found["mismatched"] == 4 and "(4, 1)" in found["shape"]
+    found = _parity.compare(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.5, 3.0]), 1e-4, 1e-5)
+    assert found["mismatched"] == 1 and found["worst"].startswith("row 1:")
