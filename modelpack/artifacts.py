@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from modelpack._fs import sha256_file
+from modelpack._fs import leftovers, remove, sha256_file
 from modelpack.descriptor import DESCRIPTOR, Descriptor, verify_manifest
 from modelpack.errors import ArtifactError, IntegrityError, UnsafePathError
 
@@ -79,6 +79,7 @@ class LocalArtifactStore:
         if target.is_file():
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove(leftovers(target.parent, name=digest))  # a killed upload's half blob
         tmp = target.with_name(f".{digest}.tmp-{uuid.uuid4().hex[:8]}")
         try:
             shutil.copyfile(path, tmp)
@@ -218,6 +219,7 @@ def _fetch(store: ArtifactStore, sha256: str, dest: Path) -> None:
 @contextlib.contextmanager
 def _staging(target: Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove(leftovers(target.parent, name=target.name))
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:

@@ -39,6 +39,7 @@ def _register() -> None:
         batch_commands,
         convert_commands,
         deploy_commands,
+        gc_commands,
         image_commands,
         model_commands,
         registry_commands,
@@ -51,6 +52,7 @@ def _register() -> None:
     batch_commands.register(app)
     convert_commands.register(app)
     deploy_commands.register(app)
+    gc_commands.register(app)
     image_commands.register(app)
     model_commands.register(app)
     registry_commands.register(app)
