@@ -19,13 +19,17 @@ _TOKEN = re.compile(
     (?P<ws>\s+)
   | (?P<string>'(?:[^']|'')*'|"(?:[^"]|"")*")
   | (?P<backtick>`(?:[^`]|``)*`)
-  | (?P<number>-?\d+(?:\.\d+)?)
+  | (?P<number>-?[0-9]+(?:\.[0-9]+)?)
   | (?P<op>!=|<>|=|<=|>=|<|>)
   | (?P<punct>[(),.])
   | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
     """,
     re.VERBOSE,
 )
+
+# SQLite's INTEGER (and BIGINT elsewhere): a larger integer cannot even be bound as a parameter.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_INT64_DIGITS = 19
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "LIKE", "NOT LIKE", "IN", "NOT IN")
 
@@ -51,6 +55,17 @@ def _error(text: str, pos: int, message: str) -> InvalidInputError:
     return InvalidInputError(f"bad filter at position {pos}: {message} (in {text!r})", pos=pos)
 
 
+def _number(text: str, raw: str, pos: int) -> int | float:
+    if "." in raw:
+        return float(raw)
+    # Digits counted first: int() refuses strings past 4,300 digits (a ValueError, not ours).
+    value = int(raw) if len(raw.lstrip("-").lstrip("0")) <= _INT64_DIGITS else None
+    if value is None or not INT64_MIN <= value <= INT64_MAX:
+        shown = raw if len(raw) <= 40 else f"{raw[:40]}..."
+        raise _error(text, pos, f"the integer {shown} is out of the signed 64-bit range")
+    return value
+
+
 def tokenize(text: str) -> list[Token]:
     tokens, pos = [], 0
     while pos < len(text):
@@ -64,7 +79,7 @@ def tokenize(text: str) -> list[Token]:
         elif kind == "backtick":
             tokens.append(Token("word", raw, raw[1:-1].replace("``", "`"), pos))
         elif kind == "number":
-            tokens.append(Token(kind, raw, float(raw) if "." in raw else int(raw), pos))
+            tokens.append(Token(kind, raw, _number(text, raw, pos), pos))
         elif kind != "ws":
             tokens.append(Token(kind, raw, raw.upper() if kind == "word" else raw, pos))
         pos = match.end()

@@ -20,7 +20,7 @@ from sqlalchemy import (
     select,
 )
 
-from modelpack._filters import Condition, parse_filter
+from modelpack._filters import INT64_MAX, Condition, parse_filter
 from modelpack.errors import InvalidInputError
 from modelpack.store.schema import (
     aliases,
@@ -349,12 +349,17 @@ def order_clauses(
 def page_offset(token: str | None) -> int:
     if not token:
         return 0
+    shown = token if len(token) <= 60 else f"{token[:60]}..."
     try:
-        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
-    except ValueError as exc:
-        raise InvalidInputError(f"invalid page_token {token!r}") from exc
-    if offset < 0:
-        raise InvalidInputError(f"invalid page_token {token!r}")
+        text = base64.urlsafe_b64decode(token.encode()).decode()
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        raise InvalidInputError(f"invalid page_token {shown!r}") from exc
+    # ASCII digits only (int() takes '٣' and ' 7 '), and an OFFSET SQLite can bind.
+    if not (text.isascii() and text.isdigit()) or len(text.lstrip("0")) > 19:
+        raise InvalidInputError(f"invalid page_token {shown!r}")
+    offset = int(text)
+    if offset > INT64_MAX:
+        raise InvalidInputError(f"invalid page_token {shown!r}")
     return offset
 
 

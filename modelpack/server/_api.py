@@ -19,12 +19,43 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from modelpack import registry
+from modelpack._filters import INT64_MAX, INT64_MIN
 from modelpack.errors import InvalidInputError
 from modelpack.server._auth import Principal
 from modelpack.tracking import _store
 
 MAX_METRICS_PER_CALL = 100_000
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII only: str.isdigit() and int() also take '³', '٣'
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:60]}..."
+
+
+def check_int(value: object, what: str, *, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    """``value`` if it is an int (not a bool) in [low, high]; else a 400 naming ``what``.
+
+    The default range is SQLite's INTEGER: a larger number cannot even be bound to a query.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInputError(f"{what} must be an integer, not {_shown(value)}")
+    if not low <= value <= high:
+        raise InvalidInputError(f"{what} must be in [{low}, {high}], not {_shown(value)}")
+    return value
+
+
+def parse_int(text: str, what: str, *, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    """The integer written in ``text`` (a path or query parameter), checked as by check_int.
+
+    Every number the API reads from a path, a query or a body goes through here or check_int.
+    """
+    if not _INTEGER.fullmatch(text):
+        raise InvalidInputError(f"{what} must be an integer, not {_shown(text)}")
+    if len(text.lstrip("-").lstrip("0")) > 19:  # past int64 (and int() refuses 4,300+ digits)
+        raise InvalidInputError(f"{what} must be in [{low}, {high}], not {_shown(text)}")
+    return check_int(int(text), what, low=low, high=high)
 
 
 @dataclass
@@ -57,13 +88,19 @@ class Call:
         raw = self.query.get(key)
         if raw is None or raw == "":
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise InvalidInputError(f"query parameter {key!r} must be an integer") from None
-        if not low <= value <= high:
-            raise InvalidInputError(f"query parameter {key!r} must be in [{low}, {high}]")
-        return value
+        return parse_int(raw, f"query parameter {key!r}", low=low, high=high)
+
+    def version_path(self) -> int | None:
+        """The ``{version}`` path parameter: a version number, or None for 'latest'."""
+        number = self.path["version"]
+        if number == "latest":
+            return None
+        if not _INTEGER.fullmatch(number):
+            raise InvalidInputError(
+                f"invalid version {_shown(number)}: give a number or 'latest' "
+                "(path parameter 'version')"
+            )
+        return parse_int(number, "path parameter 'version'", low=0)
 
     def user(self) -> str:
         if self.auth:  # with tokens, the audit trail names the token, not what the client says
@@ -202,6 +239,10 @@ def register_version(call: Call) -> Any:
             f"{len(missing)} file(s) of the model were not uploaded, first {missing[0]!r}"
         )
     parent = call.field("parent", str)
+    if parent is not None:  # "NAME/VERSION": the version is stored, so it must fit in 64 bits
+        number = parent.rpartition("/")[2]
+        if number.isdigit():  # what _parent accepts (Unicode digits too): check it here
+            parse_int(number, "request body: 'parent' version", low=0)
     parent_name, parent_version = registry._parent(parent)
     return registry.register_stored(
         call.path["name"],
@@ -216,12 +257,10 @@ def register_version(call: Call) -> Any:
 
 
 def _version(call: Call) -> Any:
-    number = call.path["version"]
-    if number == "latest":
+    number = call.version_path()
+    if number is None:
         return registry.latest_version(call.path["name"])
-    if not number.isdigit():
-        raise InvalidInputError(f"invalid version {number!r}: give a number or 'latest'")
-    return registry.get_version(call.path["name"], int(number))
+    return registry.get_version(call.path["name"], number)
 
 
 @api("GET", "/models/{name}/versions/{version}", "Get a version (a number or 'latest')")
@@ -265,8 +304,9 @@ def transition(call: Call) -> Any:
 
 @api("GET", "/models/{name}/history", "Stage transitions of a model (or ?version=N)")
 def history(call: Call) -> Any:
-    number = call.query.get("version")
-    found = registry.history(call.path["name"], int(number) if number else None)
+    raw = call.query.get("version")
+    number = parse_int(raw, "query parameter 'version'", low=0) if raw else None
+    found = registry.history(call.path["name"], number)
     return {"transitions": [t.to_dict() for t in found]}
 
 
@@ -277,7 +317,8 @@ def get_alias(call: Call) -> Any:
 
 @api("PUT", "/models/{name}/aliases/{alias}", "Point an alias at a version ({'version': N})")
 def set_alias(call: Call) -> Any:
-    number = call.field("version", int, required=True)
+    given = call.field("version", int, required=True)
+    number = check_int(given, "request body: 'version'", low=0)
     return registry.set_alias(call.path["name"], call.path["alias"], number).to_dict()
 
 
@@ -349,15 +390,17 @@ def end_run(call: Call) -> Any:
 @api("POST", "/runs/{run_id}/params", "Log params ({'params': {key: value}})")
 def log_params(call: Call) -> Any:
     values = {_store.check_key(k, "param key"): v for k, v in call.strings("params").items()}
-    added = _store.log_params(_engine(), _run_id(call), values) if values else {}
+    run_id = _run_id(call)  # an unknown run is a 404 even with nothing to log
+    added = _store.log_params(_engine(), run_id, values) if values else {}
     return {"added": added}
 
 
 @api("POST", "/runs/{run_id}/tags", "Set run tags ({'tags': {key: value}})", status=204)
 def set_run_tags(call: Call) -> None:
     values = {_store.check_key(k, "tag key"): v for k, v in call.strings("tags").items()}
+    run_id = _run_id(call)  # an unknown run is a 404 even with nothing to set
     if values:
-        _store.set_tags(_engine(), _run_id(call), values)
+        _store.set_tags(_engine(), run_id, values)
 
 
 @api(
@@ -381,6 +424,8 @@ def log_metrics(call: Call) -> None:
                 and isinstance(value, int | float)
                 and isinstance(step, int)
                 and isinstance(timestamp, int)
+                and not isinstance(step, bool)
+                and not isinstance(timestamp, bool)
             )
         except (TypeError, ValueError):
             ok = False
@@ -388,6 +433,11 @@ def log_metrics(call: Call) -> None:
             raise InvalidInputError(
                 f"metrics[{i}]: give [run_id, key, value, step, timestamp], not {row!r}"[:300]
             )
+        # Inline, not check_int: up to 100,000 rows a call. Steps and timestamps are stored as
+        # SQLite INTEGERs; a value is stored as a float (an int of up to 64 bits converts).
+        if not (INT64_MIN <= step <= INT64_MAX and INT64_MIN <= timestamp <= INT64_MAX):
+            check_int(step, f"metrics[{i}]: step")
+            check_int(timestamp, f"metrics[{i}]: timestamp")
         checked.append((run_id, key, float(value), step, timestamp))
     engine = _engine()
     # Not get_run: it ranks every metric of the run for its latest values, so each batch
@@ -422,8 +472,9 @@ def add_artifacts(call: Call) -> None:
     files: dict[str, tuple[str, int]] = {}
     for path, entry in given.items():
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], int)):
-            raise InvalidInputError(f"files[{path!r}]: give [sha256, size]")
-        files[safe_relpath(path)] = (str(entry[0]), entry[1])
+            raise InvalidInputError(f"files[{_shown(path)}]: give [sha256, size]")
+        size = check_int(entry[1], f"files[{_shown(path)}]: size", low=0)
+        files[safe_relpath(path)] = (str(entry[0]), size)
     store = local_store()
     missing = [p for p, (sha, _) in files.items() if not store.exists(sha)]
     if missing:
