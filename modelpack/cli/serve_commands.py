@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
+import time
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -55,6 +57,14 @@ def serve(
     ] = 1024,
     max_body_mb: Annotated[float, typer.Option(min=0, help="Largest request body (413).")] = 64.0,
     timeout: Annotated[float, typer.Option(min=0, help="Seconds per request (504).")] = 60.0,
+    drain: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds after SIGTERM during which requests on open connections are still "
+            "answered (with Connection: close) while /ping says 503.",
+        ),
+    ] = 3.0,
     trust: TrustFlag = False,
     trust_type: TrustTypes = None,
     trust_pickle: TrustPickle = False,
@@ -112,7 +122,47 @@ def serve(
         log_level,
         runtime=runtime.value,
         device=device,
+        drain=drain,
     )
+
+
+def _draining_server_class() -> Any:
+    import uvicorn
+
+    class _DrainingServer(uvicorn.Server):
+        """On SIGTERM: stop listening, say 503 on /ping and ``Connection: close`` on every
+        answer, keep answering open connections for up to ``drain_s`` (less once none is
+        left), then shut down as uvicorn does (in-flight requests finish)."""
+
+        def __init__(self, config: Any, model_server: Any, drain_s: float) -> None:
+            super().__init__(config)
+            self.model_server = model_server
+            self.drain_s = drain_s
+            self.draining_since: float | None = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig != signal.SIGTERM or self.draining_since is not None or not self.drain_s:
+                super().handle_exit(sig, frame)  # a second signal, or SIGINT: as before
+                return
+            self._captured_signals.append(sig)
+            self.draining_since = time.monotonic()
+            self.model_server.draining = True
+            for listening in self.servers:
+                listening.close()  # new connections go to another replica
+
+        async def on_tick(self, counter: int) -> bool:
+            since = self.draining_since
+            if since is not None and not self.should_exit:
+                idle = not self.server_state.connections
+                if idle or time.monotonic() - since >= self.drain_s:
+                    self.should_exit = True
+            return bool(await super().on_tick(counter))
+
+    return _DrainingServer
+
+
+def _draining_server(config: Any, model_server: Any, drain_s: float) -> Any:
+    return _draining_server_class()(config, model_server, drain_s)
 
 
 def _log_config(level: str) -> dict[str, Any]:
@@ -141,6 +191,7 @@ def _run(
     *,
     runtime: str = "native",
     device: str = "cpu",
+    drain: float = 3.0,
 ) -> None:
     import orjson
     import uvicorn
@@ -186,8 +237,8 @@ def _run(
         device=device,
         **dataclasses.asdict(options),
     )
-    server = uvicorn.Server(uvicorn.Config(app, **common))
     model_server = app.state.model_server
+    server = _draining_server(uvicorn.Config(app, **common), model_server, drain)
 
     def stop(exc: BaseException) -> None:
         server.should_exit = True

@@ -94,6 +94,7 @@ class ModelServer:
         self._loader = loader
         self.model: ServedModel | None = None
         self.load_error: BaseException | None = None
+        self.draining = False  # set on SIGTERM: not ready, and every answer closes its connection
         self.on_load_failure: Callable[[BaseException], None] | None = None
         self.metrics = ServerMetrics({r.path for r in self.routes() if "{" not in r.path})
         self.metrics.watch_placement(lambda: self.model.placed if self.model else None)
@@ -152,6 +153,11 @@ class ModelServer:
         self.metrics.load_seconds.set(time.perf_counter() - start)
         log.info("model %r ready in %.2fs", self.options.name, time.perf_counter() - start)
 
+    def require_ready(self) -> ServedModel:
+        if self.draining:
+            raise ModelNotReadyError("the server is shutting down", retry_after=1)
+        return self.require()
+
     def require(self) -> ServedModel:
         if self.model is not None:
             return self.model
@@ -162,11 +168,11 @@ class ModelServer:
     # -- plain routes ----------------------------------------------------------------------
 
     async def ping(self, request: Request) -> Response:
-        self.require()
+        self.require_ready()
         return Response(b"", media_type=JSON)
 
     async def health(self, request: Request) -> Response:
-        self.require()
+        self.require_ready()
         return Response(b'{"status":"ready"}', media_type=JSON)
 
     async def version(self, request: Request) -> Response:
@@ -235,7 +241,7 @@ class ModelServer:
         return Response(b'{"live":true}', media_type=JSON)
 
     async def v2_ready(self, request: Request) -> Response:
-        self.require()
+        self.require_ready()
         return Response(b'{"ready":true}', media_type=JSON)
 
     def _v2_model(self, request: Request) -> ServedModel:
@@ -274,12 +280,36 @@ class ModelServer:
         )
 
 
+class ClosingWhenDraining:
+    """While the server drains, every answer says ``Connection: close``: a client that sends on
+    an idle keep-alive connection gets its answer and then reconnects elsewhere, instead of
+    finding the socket reset under it when the server exits."""
+
+    def __init__(self, app: Any, server: ModelServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Any) -> None:
+            if message["type"] == "http.response.start" and self.server.draining:
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
 def build_app(server: ModelServer) -> Starlette:
     app = Starlette(
         routes=server.routes(),
         middleware=[
             Middleware(MetricsMiddleware, metrics=server.metrics),
             Middleware(UnexpectedErrors, render=_unexpected),  # counted by the metrics too
+            Middleware(ClosingWhenDraining, server=server),
         ],
         exception_handlers={
             ModelpackError: _on_modelpack_error,

@@ -1,3 +1,4 @@
+import contextlib
 import signal
 import subprocess
 import sys
@@ -68,3 +69,35 @@ def test_a_bad_uri_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error [") and "Traceback" not in proc.stderr
     assert len(pd.Series(proc.stderr.strip().splitlines())) == 1
+
+
+def test_after_sigterm_an_idle_keep_alive_connection_is_answered_then_closed(iris):
+    import socket
+
+    path, _, _ = iris
+    port = free_port()
+    with cli_server(str(path), "--port", str(port), "--drain", "5", port=port) as (proc, _, _):
+        conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+        reader = conn.makefile("rb")
+
+        def ping() -> tuple[int, dict[str, str]]:
+            conn.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            status = int(reader.readline().split()[1])
+            headers = {}
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode().partition(":")
+                headers[name.strip().lower()] = value.strip().lower()
+            reader.read(int(headers.get("content-length", "0")))
+            return status, headers
+
+        assert ping()[0] == 200  # the connection is open and idle now
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        status, headers = ping()  # sent on the idle connection after SIGTERM: answered
+        assert status == 503 and headers.get("connection") == "close"  # not ready, go away
+        assert reader.read() == b""  # then closed by the server, cleanly
+        reader.close()
+        conn.close()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            raise AssertionError("the server still accepts new connections while draining")
+        assert proc.wait(30) in (0, -signal.SIGTERM)
