@@ -180,15 +180,30 @@ class SklearnFlavor:
         path: Path,
         *,
         serialization: str = "skops",
-        predict_method: str = "predict",
+        predict_method: str | None = None,
     ) -> dict[str, Any]:
+        """``predict_method``: the method that predicts; by default ``predict``, or
+        ``transform`` for a transformer that has no ``predict`` (a scaler, an encoder)."""
         if serialization not in SERIALIZATIONS:
             raise InvalidModelError(
                 f"unknown serialization {serialization!r}; choose one of {SERIALIZATIONS}"
             )
+        if predict_method is None:
+            has = {m for m in ("predict", "transform") if callable(getattr(obj, m, None))}
+            predict_method = "transform" if has == {"transform"} else "predict"
         if not callable(getattr(obj, predict_method, None)):
+            methods = [
+                m
+                for m in ("predict", "transform", "predict_proba", "decision_function")
+                if callable(getattr(obj, m, None))
+            ]
+            hint = (
+                f"; pass predict_method= one of {', '.join(map(repr, methods))}"
+                if methods
+                else "; pass predict_method='<method name>' to choose the method"
+            )
             raise InvalidModelError(
-                f"{type(obj).__name__} has no method {predict_method!r} to predict with"
+                f"{type(obj).__name__} has no method {predict_method!r} to predict with{hint}"
             )
         import sklearn
 
@@ -259,14 +274,18 @@ def save(
     path: str | os.PathLike[str],
     *,
     serialization: str = "skops",
-    predict_method: str = "predict",
+    predict_method: str | None = None,
     signature: Any = None,
     input_example: Any = None,
     metadata: Mapping[str, Any] | None = None,
     requirements: Sequence[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Save a scikit-learn estimator (skops by default; ``serialization="pickle"`` on request)."""
+    """Save a scikit-learn estimator (skops by default; ``serialization="pickle"`` on request).
+
+    ``predict_method`` defaults to ``predict``, or to ``transform`` for a transformer that has
+    no ``predict`` (StandardScaler, OneHotEncoder...).
+    """
     return save_with(
         _FLAVOR,
         model,

@@ -126,14 +126,21 @@ def count_rows(source: Source) -> int | None:
 
 
 def read_chunks(
-    source: Source, batch_size: int, columns: Sequence[str] | None = None
+    source: Source,
+    batch_size: int,
+    columns: Sequence[str] | None = None,
+    text_columns: Sequence[str] = (),
 ) -> Iterator[pa.Table]:
-    """Tables of exactly ``batch_size`` rows (the last may be shorter), across part files."""
+    """Tables of exactly ``batch_size`` rows (the last may be shorter), across part files.
+
+    ``text_columns`` of a CSV input are read as text, not typed by inference: the scorer parses
+    them to the signature's types cell by cell, so one bad cell fails its row, not the column.
+    """
     pending: list[pa.RecordBatch] = []
     held = 0
     for part in source.parts:
         with _local_copy(part) as path:
-            for batch in _read_batches(path, source.fmt, batch_size, columns):
+            for batch in _read_batches(path, source.fmt, batch_size, columns, text_columns):
                 if batch.num_rows == 0:
                     continue
                 pending.append(batch)
@@ -148,7 +155,11 @@ def read_chunks(
 
 
 def _read_batches(
-    path: str, fmt: str, batch_size: int, columns: Sequence[str] | None
+    path: str,
+    fmt: str,
+    batch_size: int,
+    columns: Sequence[str] | None,
+    text_columns: Sequence[str] = (),
 ) -> Iterator[pa.RecordBatch]:
     cols = list(columns) if columns is not None else None
     if fmt == "parquet":
@@ -162,7 +173,11 @@ def _read_batches(
     if fmt == "csv":
         import pyarrow.csv as pcsv
 
-        convert = pcsv.ConvertOptions(include_columns=cols)
+        # Inference reads a column of numbers with one stray word as text (every row then
+        # fails the signature), or fails the whole job when the word is past the first block.
+        convert = pcsv.ConvertOptions(
+            include_columns=cols, column_types={name: pa.string() for name in text_columns}
+        )
         try:
             reader = pcsv.open_csv(path, convert_options=convert)
         except pa.ArrowInvalid as exc:

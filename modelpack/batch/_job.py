@@ -19,7 +19,7 @@ import pyarrow as pa
 from modelpack.batch import _io
 from modelpack.batch._lanes import Plan, scored_chunks
 from modelpack.batch._progress import Progress
-from modelpack.batch._scoring import ON_ERROR
+from modelpack.batch._scoring import ON_ERROR, TEXT_TARGETS
 from modelpack.errors import InvalidInputError
 from modelpack.trust import TrustArg, legacy
 
@@ -84,7 +84,10 @@ def score(
     signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
     features = list(columns) if columns else _signature_columns(signature)
     trust = legacy(trust, trust_pickle)
-    plan = Plan(str(model_path), features, list(passthrough), on_error, _picklable(trust))
+    text_types = _text_types(signature, features) if source.fmt == "csv" else {}
+    plan = Plan(
+        str(model_path), features, list(passthrough), on_error, _picklable(trust), text_types
+    )
     wanted = None if features is None else list(dict.fromkeys([*features, *passthrough]))
     errors_uri = out + ERRORS_SUFFIX
     started = time.perf_counter()
@@ -95,7 +98,7 @@ def score(
         staged_errors = stack.enter_context(_io.staged_output(errors_uri))
         writer = _io.open_writer(staged, out_format)
         stack.callback(writer.close)
-        chunks = _io.read_chunks(source, batch_size, wanted)
+        chunks = _io.read_chunks(source, batch_size, wanted, list(text_types))
         results = stack.enter_context(contextlib.closing(scored_chunks(plan, chunks, workers)))
         bar = stack.enter_context(
             Progress(_io.count_rows(source)) if progress else contextlib.nullcontext()
@@ -135,6 +138,17 @@ def _signature_columns(signature: Any) -> list[str] | None:
     if signature is None or signature.inputs.is_tensor:
         return None
     return [c.name for c in signature.inputs.columns]
+
+
+def _text_types(signature: Any, features: Sequence[str] | None) -> dict[str, str]:
+    # The numeric inputs of a column signature: read as text, parsed by the scorer.
+    if signature is None or signature.inputs.is_tensor or features is None:
+        return {}
+    return {
+        c.name: c.dtype
+        for c in signature.inputs.columns
+        if c.dtype in TEXT_TARGETS and c.name in features
+    }
 
 
 def _empty_output(plan: Plan) -> pa.Table:

@@ -20,7 +20,7 @@ from concurrent.futures import (
     ThreadPoolExecutor,
     wait,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -42,6 +42,8 @@ class Plan:
     passthrough: list[str]
     on_error: str
     trust: bool | list[str] | None
+    # Columns read as text (CSV) and their signature types, parsed by the scorer.
+    text_types: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -108,7 +110,7 @@ def scorer_for(plan: Plan) -> ChunkScorer:
     from modelpack.model import load
 
     model = load(plan.model_path, trust=plan.trust)
-    return ChunkScorer(model, plan.features, plan.passthrough, plan.on_error)
+    return ChunkScorer(model, plan.features, plan.passthrough, plan.on_error, plan.text_types)
 
 
 def _spawn_helpers(plan: Plan, count: int) -> ProcessPoolExecutor:

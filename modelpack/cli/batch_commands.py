@@ -41,7 +41,13 @@ def batch(
         str | None, typer.Option("--passthrough", help="Comma-separated columns copied to OUTPUT.")
     ] = None,
     on_error: Annotated[
-        str, typer.Option("--on-error", help="fail: stop at a bad chunk; skip: log bad rows.")
+        str,
+        typer.Option(
+            "--on-error",
+            help="fail: stop at the first bad row; skip: score the others and list the bad "
+            "rows (unparseable cells, signature mismatches, model errors) in "
+            "OUTPUT.errors.jsonl.",
+        ),
     ] = "fail",
     engine: Annotated[str, typer.Option("--engine", help="local or spark.")] = "local",
     trust: TrustFlag = False,

@@ -12,7 +12,12 @@ import typer
 
 from modelpack.cli import fail
 from modelpack.cli._trust import TrustFlag, TrustPickle, TrustTypes, trust_arg
-from modelpack.errors import IntegrityError, InvalidInputError, ModelpackError
+from modelpack.errors import (
+    IntegrityError,
+    InvalidInputError,
+    ModelpackError,
+    PredictionError,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -172,11 +177,22 @@ def predict(
 
     data = _read_input(input_file)
     model = modelpack.load(model_uri, trust=trust_arg(trust, trust_type, trust_pickle))
-    predictions = model.predict(data)
+    try:
+        predictions = model.predict(data)
+    except ModelpackError:
+        raise
+    except Exception as exc:  # the model's own error (sklearn on a NaN...): one line, exit 2
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        raise PredictionError(f"the model failed on {input_file}: {reason}") from exc
     if output_file is not None and output_file.suffix.lower() == ".csv":
         import numpy as np
         import pandas as pd
 
+        from modelpack.signature import is_sparse
+
+        if is_sparse(predictions):  # dense in a file, as on the wire
+            predictions = predictions.toarray()
         frame = (
             predictions
             if isinstance(predictions, pd.DataFrame)

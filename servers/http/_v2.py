@@ -17,7 +17,7 @@ import orjson
 import pandas as pd
 
 from modelpack.errors import InvalidInputError
-from modelpack.signature import Signature
+from modelpack.signature import Signature, is_sparse
 
 HEADER_LENGTH = "inference-header-content-length"
 
@@ -249,6 +249,8 @@ def output_tensors(predictions: Any, signature: Signature | None) -> list[tuple[
     name = tensor_name(declared, 0, 1, "output")
     if hasattr(predictions, "detach") and hasattr(predictions, "numpy"):
         predictions = predictions.detach().cpu().numpy()
+    if is_sparse(predictions):  # dense on the wire, as in every other format
+        predictions = predictions.toarray()
     return [(name, np.asarray(predictions))]
 
 
