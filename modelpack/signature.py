@@ -323,7 +323,7 @@ def _check_missing_conforming(frame: pd.DataFrame, specs: tuple[ColSpec, ...]) -
     values = frame.to_numpy()
     if values.dtype.kind in "iub":
         return
-    if values.dtype.kind == "f" and not np.isnan(values).any():
+    if values.dtype.kind == "f" and np.isfinite(values).all():
         return
     for spec, name in zip(specs, frame.columns, strict=True):
         if not spec.allow_missing:
@@ -337,15 +337,16 @@ def _check_missing(col: pd.Series, spec: ColSpec) -> None:
     if isinstance(col.dtype, np.dtype) and col.dtype.kind in "iub":
         return  # plain numpy integers and booleans cannot hold a missing value
     if isinstance(col.dtype, np.dtype) and col.dtype.kind == "f":
-        mask = np.isnan(col.to_numpy())
+        # An example of finite numbers: an infinity is as foreign to the model as a NaN.
+        mask = ~np.isfinite(col.to_numpy())
     else:
         mask = col.isna().to_numpy(dtype=bool)
     if not mask.any():
         return
     row = int(np.argmax(mask))
     raise SignatureError(
-        f"column {spec.name!r}: missing value (null/NaN) at row {row}; the signature does not "
-        "allow missing values in this column (allow_missing is false: its example had none)",
+        f"column {spec.name!r}: missing or infinite value at row {row}; the signature does not "
+        "allow them in this column (allow_missing is false: its example had none)",
         field=spec.name,
         expected=spec.dtype,
         got="missing value",
