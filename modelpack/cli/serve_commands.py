@@ -56,6 +56,10 @@ def serve(
         int, typer.Option(min=1, help="Requests waiting for a batch before 503.")
     ] = 1024,
     max_body_mb: Annotated[float, typer.Option(min=0, help="Largest request body (413).")] = 64.0,
+    max_decode_mb: Annotated[
+        float,
+        typer.Option(min=0, help="Request megabytes decoded at once; past it 503 + Retry-After."),
+    ] = 128.0,
     timeout: Annotated[float, typer.Option(min=0, help="Seconds per request (504).")] = 60.0,
     drain: Annotated[
         float,
@@ -108,6 +112,7 @@ def serve(
         max_latency_ms=max_latency_ms,
         max_queue_size=max_queue_size,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_decode_bytes=int(max_decode_mb * 1024 * 1024),
         timeout_s=timeout,
         sagemaker=sagemaker,
         freeze_heap=True,  # a `modelpack serve` process is the server's own

@@ -94,6 +94,7 @@ class ModelServer:
         self._loader = loader
         self.model: ServedModel | None = None
         self.load_error: BaseException | None = None
+        self.decoding = 0  # request bytes being decoded in threads right now
         self.draining = False  # set on SIGTERM: not ready, and every answer closes its connection
         self.on_load_failure: Callable[[BaseException], None] | None = None
         self.metrics = ServerMetrics({r.path for r in self.routes() if "{" not in r.path})
@@ -202,11 +203,27 @@ class ModelServer:
             if len(raw) <= _INLINE_DECODE_BYTES:
                 data, params = model.decoder.decode(raw, content_type)
             else:
-                data, params = await anyio.to_thread.run_sync(
-                    model.decoder.decode, raw, content_type, abandon_on_cancel=True
-                )
+                with self._decode_budget(len(raw)):
+                    data, params = await anyio.to_thread.run_sync(
+                        model.decoder.decode, raw, content_type, abandon_on_cancel=True
+                    )
             predictions = await model.predict(data, params)
         return Response(dumps({"predictions": predictions}), media_type=JSON)
+
+    @contextlib.contextmanager
+    def _decode_budget(self, size: int) -> Any:
+        budget = self.options.max_decode_bytes
+        if self.decoding and self.decoding + size > budget:
+            raise ServiceUnavailableError(
+                f"{self.decoding:,} request bytes are being decoded and this body has {size:,}; "
+                f"the server decodes at most {budget:,} at once (--max-decode-mb): retry",
+                retry_after=1,
+            )
+        self.decoding += size
+        try:
+            yield
+        finally:
+            self.decoding -= size
 
     @contextlib.contextmanager
     def _deadline(self) -> Any:

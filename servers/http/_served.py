@@ -82,6 +82,9 @@ class ServeOptions:
     max_latency_ms: float = 5.0
     max_queue_size: int = 1024
     max_body_bytes: int = 64 * 1024 * 1024
+    # Request bytes being decoded at once (a 50 MB JSON table takes ~8x its size while pandas
+    # builds it): past it, 503 with Retry-After. One body is always let through.
+    max_decode_bytes: int = 128 * 1024 * 1024
     timeout_s: float = 60.0
     sagemaker: bool = False
     # The server owns its process (the CLI): once the model is loaded and warmed, collect and

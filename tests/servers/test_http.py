@@ -1,4 +1,5 @@
 import io
+from typing import Any
 
 import httpx
 import numpy as np
@@ -335,3 +336,55 @@ def test_a_repeated_column_is_a_client_error(iris_url):
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error["code"] == "invalid_input" and "appear more than once" in error["message"]
+
+
+def test_big_bodies_decoded_at_once_stay_within_the_budget(tmp_path, monkeypatch):
+    # Four 2 MB tables at once against a 3 MB decoding budget: the first is decoded, the others
+    # wait for nothing — they get 503 with Retry-After while it is, and go through after.
+    import threading
+
+    from tests.conftest import TEST_MODEL_CLASSES
+
+    monkeypatch.setenv("MODELPACK_TRUST", ",".join(TEST_MODEL_CLASSES))
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    path = save_python(tmp_path / "m", _models.Slow(delay=0.0), frame)
+    rows = [[float(i)] for i in range(120_000)]  # ~2 MB of JSON
+    body = {"dataframe_split": {"columns": ["x"], "data": rows}}
+    answers: list[httpx.Response] = []
+    with serve(path, max_decode_bytes=3 * 1024 * 1024) as url:
+        start = threading.Barrier(4)
+
+        def send() -> None:
+            start.wait()
+            answers.append(httpx.post(f"{url}/invocations", json=body, timeout=60))
+
+        threads = [threading.Thread(target=send) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses[0] == 200 and set(statuses) <= {200, 503}
+        for answer in answers:
+            if answer.status_code == 503:
+                assert answer.headers["retry-after"] == "1"
+                assert answer.json()["error"]["code"] == "overloaded"
+        # Alone, a body of the same size is decoded: the budget never refuses the only one.
+        alone = httpx.post(f"{url}/invocations", json=body, timeout=60)
+        assert alone.status_code == 200 and len(alone.json()["predictions"]) == len(rows)
+
+
+def test_the_decoding_budget_lets_one_body_through_and_refuses_past_it():
+    from modelpack.errors import ServiceUnavailableError
+    from modelpack.servers.http._app import ModelServer
+    from modelpack.servers.http._served import ServeOptions
+
+    never_loaded: Any = None  # the budget needs no model
+    server = ModelServer(never_loaded, ServeOptions(max_decode_bytes=3_000_000))
+    with server._decode_budget(5_000_000):  # alone: through, even over the budget
+        with pytest.raises(ServiceUnavailableError) as refused, server._decode_budget(1):
+            pass
+        assert refused.value.retry_after == 1 and refused.value.code == "overloaded"
+    with server._decode_budget(2_000_000), server._decode_budget(1_000_000):  # within: both
+        assert server.decoding == 3_000_000
+    assert server.decoding == 0
