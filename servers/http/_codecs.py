@@ -127,6 +127,14 @@ def _read_parquet(raw: bytes) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(pa.BufferReader(raw)).to_pandas()
+        table = pq.read_table(pa.BufferReader(raw))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InvalidInputError(f"the body is not a valid Parquet file: {exc}") from exc
+    try:
+        return table.to_pandas()
+    except Exception as exc:  # the file's own "pandas" metadata (index, column types) is broken
+        reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise InvalidInputError(
+            f"the Parquet file's pandas metadata is malformed ({type(exc).__name__}: {reason}); "
+            "write it with pandas or pyarrow, or without that metadata"
+        ) from exc

@@ -388,3 +388,22 @@ def test_the_decoding_budget_lets_one_body_through_and_refuses_past_it():
     with server._decode_budget(2_000_000), server._decode_budget(1_000_000):  # within: both
         assert server.decoding == 3_000_000
     assert server.decoding == 0
+
+
+@pytest.mark.parametrize("meta", [b"{not json", b'{"columns": 5}', b'{"index_columns": ["zz"]}'])
+def test_parquet_with_malformed_pandas_metadata_is_a_client_error(iris_url, iris, meta):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, _, frame = iris
+    table = pa.Table.from_pandas(frame.head(2)).replace_schema_metadata({b"pandas": meta})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    answer = httpx.post(
+        f"{iris_url}/invocations",
+        content=buf.getvalue(),
+        headers={"content-type": "application/vnd.apache.parquet"},
+        timeout=30,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "invalid_input"
