@@ -23,7 +23,7 @@ from modelpack.trust import TrustArg, legacy
 from modelpack.uris import resolve
 
 CONVERTIBLE = ("sklearn", "torch")
-PARITY_ROWS = 64
+PARITY_ROWS = 1000
 
 
 def to_onnx(
@@ -82,10 +82,35 @@ def to_onnx(
         rtol=rtol,
         atol=atol,
         what=f"the ONNX conversion of {text}",
+        ties=_label_ties(model) if flavor == "sklearn" else None,
     )
     parity = {"rtol": rtol, "atol": atol, "inputs": len(inputs), "outputs": diffs}
     _write(source, descriptor, target, proto, onnx_flavor, converter, parity, text, overwrite)
     return target
+
+
+def _label_ties(model: Any) -> Callable[[Any], Any] | None:
+    """For a classifier's labels: the rows whose two likeliest classes tie exactly."""
+    import numpy as np
+
+    config = model.descriptor.flavors[model.descriptor.loader]
+    native = model.unwrap()
+    if config.get("predict_method", "predict") != "predict" or not hasattr(native, "predict_proba"):
+        return None
+
+    def ties(data: Any) -> Any:
+        if not hasattr(native, "feature_names_in_") and hasattr(data, "to_numpy"):
+            data = data.to_numpy()  # fitted on an array: give it one, as the predictor does
+        try:
+            proba = np.asarray(native.predict_proba(data), dtype=np.float64)
+        except Exception:
+            return None  # no probabilities for this model after all: compare labels as they are
+        if proba.ndim != 2 or proba.shape[1] < 2:
+            return None
+        top = np.sort(proba, axis=1)
+        return np.asarray(top[:, -1] - top[:, -2] <= 1e-12)
+
+    return ties
 
 
 def _failing_as(predict: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:

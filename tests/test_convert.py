@@ -5,7 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
@@ -445,3 +449,26 @@ def test_a_different_shape_is_a_parity_failure_that_says_so():
     assert found["mismatched"] == 4 and "(4, 1)" in found["shape"]
     found = _parity.compare(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.5, 3.0]), 1e-4, 1e-5)
     assert found["mismatched"] == 1 and found["worst"].startswith("row 1:")
+
+
+def test_the_gate_checks_a_thousand_rows_and_lets_exact_ties_go_either_way(tmp_path):
+    # Two trees tie (0.5/0.5) on many rows: scikit-learn and ONNX Runtime break a tie
+    # differently, both right; anything else must match on all 1,000 generated rows.
+    from modelpack.descriptor import Descriptor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    forest = RandomForestClassifier(n_estimators=2, random_state=0).fit(X, X[:, 0] > 0)
+    out = to_onnx(modelpack.save(forest, tmp_path / "f", input_example=X[:5]))
+    parity = Descriptor.read(out).flavors["onnx"]["parity"]
+    label = next(iter(parity["outputs"].values()))
+    assert label["values"] >= 1000 and label["mismatched"] == 0
+
+
+def test_a_label_that_differs_only_on_an_exact_tie_is_not_a_mismatch():
+    from modelpack import _parity
+
+    source, converted = np.array([0, 1, 0, 1]), np.array([0, 1, 1, 0])
+    ties = np.array([False, False, True, False])
+    found = _parity.compare(source, converted, 1e-4, 1e-5, ties)
+    assert found["ties"] == 1 and found["mismatched"] == 1  # row 3 is no tie: still wrong

@@ -40,7 +40,7 @@ def convert(
         None
     ),
     rows: Annotated[int, typer.Option(min=0, help="Generated rows checked beside the example.")] = (
-        64
+        1000
     ),
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     trust: TrustFlag = False,
