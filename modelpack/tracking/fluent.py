@@ -217,10 +217,24 @@ def log_metric(
             run.id,
             key,
             number,
-            0 if step is None else int(step),
-            time.time_ns() // 1_000_000 if timestamp is None else int(timestamp),
+            0 if step is None else _int64(step, key, "step"),
+            time.time_ns() // 1_000_000
+            if timestamp is None
+            else _int64(timestamp, key, "timestamp"),
         )
     )
+
+
+def _int64(value: Any, key: str, what: str) -> int:
+    # Checked here, in the caller's frame: past int64 the store's batcher would fail later,
+    # in another thread, with the whole batch.
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"metric {key!r}: {what} {value!r} is not an integer") from None
+    if not -(2**63) <= number < 2**63:
+        raise InvalidInputError(f"metric {key!r}: {what} {number} is outside the 64-bit range")
+    return number
 
 
 def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:

@@ -68,6 +68,12 @@ def test_state_errors_are_clear(store_uri):
             modelpack.log_metric("x", "abc")  # type: ignore[arg-type]
         with pytest.raises(InvalidInputError, match="param key"):
             modelpack.log_param("", 1)
+        # Past 64 bits the store would fail later, in the batcher's thread, with the batch.
+        with pytest.raises(InvalidInputError, match="step 9223372036854775808 is outside"):
+            modelpack.log_metric("x", 1.0, step=2**63)
+        with pytest.raises(InvalidInputError, match="timestamp 'soon' is not an integer"):
+            modelpack.log_metric("x", 1.0, timestamp="soon")  # type: ignore[arg-type]
+        modelpack.log_metric("x", 1.0, step=2**63 - 1)  # the edge itself is fine
     with pytest.raises(RunNotFoundError):
         modelpack.get_run("nope")
 
