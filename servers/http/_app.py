@@ -307,7 +307,7 @@ class ClosingWhenDraining:
         self.server = server
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not self.server.draining:  # the usual case: no wrapper
             await self.app(scope, receive, send)
             return
 
