@@ -33,8 +33,8 @@ from modelpack.trust import (
     TrustNeededWarning,
     descriptor_digest,
     grant_hint,
+    needing_trust,
     policy,
-    trusted_by_default,
 )
 from modelpack.uris import resolve
 
@@ -138,7 +138,7 @@ def save_with(
 
 
 def _tell_trust(target: Path, needs: Sequence[Need]) -> None:
-    untrusted = [n for n in needs if not trusted_by_default(n)]
+    untrusted = needing_trust(needs)
     if untrusted:
         warnings.warn(
             f"loading {target} will run {', '.join(map(str, untrusted))}: it loads only with "
@@ -311,7 +311,7 @@ def check_trust(
     needs that were granted (empty for a model that loads with no trust).
     """
     path, _, needs = untrusted_needs(uri, flavor=flavor)
-    policy(trust).with_digest(descriptor_digest(path)).check(needs, model=str(path))
+    policy(trust).for_model(path).check(needs, model=str(path))
     return needs
 
 
@@ -322,7 +322,7 @@ def untrusted_needs(
     path, descriptor = _open(uri)
     name = _flavor_name(path, descriptor, flavor or descriptor.loader)
     needs = _needs(plugins.flavor(name), path, descriptor, descriptor.flavors[name])
-    return path, descriptor, [n for n in needs if not trusted_by_default(n)]
+    return path, descriptor, needing_trust(needs)
 
 
 def _needs(
@@ -344,7 +344,7 @@ def trust_needs(flavor: Flavor, model_dir: Path, config: Mapping[str, Any]) -> l
 
 def trust_record(needs: Sequence[Need]) -> dict[str, Any]:
     """What the descriptor records at save: does loading run code, and what needs trust."""
-    untrusted = [n for n in needs if not trusted_by_default(n)]
+    untrusted = needing_trust(needs)
     return {"executes_code": bool(untrusted), "needs": [n.to_dict() for n in untrusted]}
 
 
@@ -367,11 +367,11 @@ def _verified(
     config = descriptor.flavors[name]
     model_dir = path / MODEL_SUBDIR
     needs = _needs(flavor, path, descriptor, config)
-    trust = options.trust.with_digest(descriptor_digest(path))
+    trust = options.trust.for_model(path)
     trust.check(needs, model=str(path))
     options = LoadOptions(device=options.device, trust=trust)
     args = (flavor, model_dir, config, options)
-    if any(not trusted_by_default(n) for n in needs):
+    if needing_trust(needs):
         verify_manifest(path, descriptor.files, cached=True)
         return build(*args)
     with ThreadPoolExecutor(1) as pool:

@@ -38,7 +38,6 @@ GRANTS_FILE = "trusted-models.json"
 TYPE, FUNCTION, CLASS, MODULE = "type", "function", "class", "module"
 PICKLE, CODE, FORMAT = "pickle", "code", "format"
 NAMED_KINDS = frozenset({TYPE, FUNCTION, CLASS, MODULE})
-KINDS = frozenset({TYPE, FUNCTION, CLASS, MODULE, PICKLE, CODE, FORMAT})
 
 # What callers pass as ``trust=``: True (everything), False (nothing), or exact names.
 TrustArg = bool | Iterable[str] | None
@@ -60,12 +59,6 @@ class Need:
 
     def to_dict(self) -> dict[str, str]:
         return {"kind": self.kind, "name": self.name}
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Need:
-        if not isinstance(data, Mapping) or data.get("kind") not in KINDS:
-            raise ValueError(f"not a trust need: {data!r}")
-        return cls(str(data["kind"]), str(data["name"]))
 
 
 def _exact(modules: dict[str, str]) -> set[str]:
@@ -232,6 +225,11 @@ def trusted_by_default(need: Need) -> bool:
     return need.kind in (TYPE, FUNCTION) and need.name in TRUSTED_NAMES
 
 
+def needing_trust(needs: Iterable[Need]) -> list[Need]:
+    """The needs the reviewed list does not cover: what a load asks the caller for."""
+    return [n for n in needs if not trusted_by_default(n)]
+
+
 def dotted(spec: str) -> str:
     """``module:Qual.name`` (how descriptors name classes) as ``module.Qual.name``."""
     return spec.replace(":", ".", 1)
@@ -242,21 +240,22 @@ class Trust:
     """What the caller chose to trust for one load.
 
     ``everything``: any need (``trust=True``); ``names``: these exact type, function and class
-    names (``trust=[...]``); ``digest``: the model's content digest, so that a grant recorded with
-    ``modelpack trust add`` for exactly this content counts as trusting everything.
+    names (``trust=[...]``); ``model``: the model directory, so that a grant recorded with
+    ``modelpack trust add`` for exactly its content counts as trusting everything (its digest is
+    computed only when a need is not granted otherwise).
     """
 
     everything: bool = False
     names: frozenset[str] = frozenset()
-    digest: str | None = None
+    model: Path | None = None
     _granted: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def all(cls) -> Trust:
         return cls(everything=True)
 
-    def with_digest(self, digest: str | None) -> Trust:
-        return Trust(self.everything, self.names, digest)
+    def for_model(self, model_dir: Path) -> Trust:
+        return Trust(self.everything, self.names, model_dir)
 
     def allows(self, need: Need) -> bool:
         if trusted_by_default(need) or self.everything:
@@ -266,11 +265,11 @@ class Trust:
         return self._model_granted()
 
     def _model_granted(self) -> bool:
-        if self.digest is None:
+        if self.model is None:
             return False
-        if self.digest not in self._granted:  # looked up once per load, only when needed
-            self._granted[self.digest] = self.digest in read_grants()
-        return self._granted[self.digest]
+        if "granted" not in self._granted:  # looked up once per load, only when needed
+            self._granted["granted"] = descriptor_digest(self.model) in read_grants()
+        return self._granted["granted"]
 
     def refused(self, needs: Iterable[Need]) -> list[Need]:
         return sorted({n for n in needs if not self.allows(n)})
@@ -289,12 +288,10 @@ def untrusted(refused: Sequence[Need], *, model: str = "this model") -> Untruste
     """The one-line error naming what would run and the exact option that grants it."""
     shown = ", ".join(str(n) for n in refused[:5])
     more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
-    named = [n.name for n in refused if n.kind in NAMED_KINDS]
-    if len(named) == len(refused):
-        flags = " ".join(f"--trust-type {n}" for n in named[:5])
-        grant = f"trust={named[:5]!r} (CLI: {flags}), or trust=True / --trust for everything"
+    if all(n.kind in NAMED_KINDS for n in refused):
+        grant = f"{grant_hint(refused[:5])}, or trust=True / --trust for everything"
     else:
-        grant = f"trust=True (CLI: --trust, or {TRUST_ENV}=1), or `modelpack trust add` for it"
+        grant = f"{grant_hint(refused)}, or `modelpack trust add` for it"
     return UntrustedModelError(
         f"loading {model} would run code nobody chose to trust: {shown}{more}; "
         f"load it only if you trust its source, with {grant}",

@@ -55,42 +55,29 @@ def _input_schema(schema: Schema | None) -> dict[str, Any]:
     }
 
 
+def _json_error(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": "error", "content": {"application/json": {"schema": schema}}}
+
+
 def _error() -> dict[str, Any]:
-    return {
-        "description": "error",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        }
-                    },
-                }
-            }
-        },
-    }
+    code_and_message = {"code": {"type": "string"}, "message": {"type": "string"}}
+    return _json_error(
+        {
+            "type": "object",
+            "properties": {"error": {"type": "object", "properties": code_and_message}},
+        }
+    )
 
 
 def _v2_error() -> dict[str, Any]:
     # The v2 protocol's error is a string (tritonclient fails on an object), with our code beside.
-    return {
-        "description": "error",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
-                }
-            }
-        },
-    }
+    return _json_error(
+        {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+        }
+    )
 
 
 def _name_parameter(name: str) -> dict[str, Any]:

@@ -22,14 +22,11 @@ and three models served over HTTP.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +40,9 @@ import torch
 import modelpack
 from modelpack.convert import to_onnx
 from modelpack.errors import ConversionError
+from tests.conftest import free_port
 from tests.flavors.torch_zoo_models import CASES, HERE, ZooCase
+from tests.servers.conftest import cli_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BY_ID = {case.id: case for case in CASES}
@@ -393,55 +392,15 @@ def test_served_in_process_answers_the_same(zoo: dict[str, Any], case_id: str) -
     assert_same(_json_arrays(predictions, outcome.expected), outcome.expected, case_id)
 
 
-@contextlib.contextmanager
-def _cli_server(*args: str) -> Iterator[str]:
-    """``modelpack serve ...`` in a subprocess with no MODELPACK_TRUST*; its URL once ready.
-
-    Unlike tests.servers.conftest.cli_server, gives up as soon as the process exits (a refused
-    load) instead of waiting for /ping until the deadline.
-    """
-    from tests.servers.conftest import free_port
-
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPACK_TRUST")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelpack", "serve", *args, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                output = proc.stdout.read() if proc.stdout else ""
-                pytest.fail(f"modelpack serve exited {proc.returncode}:\n{output[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/ping", timeout=5).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("modelpack serve was not ready in 120 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 def test_a_user_class_served_by_the_cli_with_trust_types(zoo: dict[str, Any]) -> None:
     outcome = _case(zoo, "resnet_like", loaded=False)
     assert outcome.path is not None and isinstance(outcome.case.trust, tuple)
     flags = [arg for name in outcome.case.trust for arg in ("--trust-type", name)]
-    with _cli_server(str(outcome.path), *flags) as url:
+    port = free_port()
+    untrusted = ("MODELPACK_TRUST", "MODELPACK_TRUST_PICKLE")  # only the flags grant trust
+    served = cli_server(
+        str(outcome.path), *flags, "--port", str(port), port=port, drop_env=untrusted
+    )
+    with served as (_, url, _):
         predictions = _post(url, outcome.example)
     assert_same(_json_arrays(predictions, outcome.expected), outcome.expected, "resnet_like")

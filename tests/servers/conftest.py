@@ -34,9 +34,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(url: str, timeout: float = 120.0, path: str = "/ping") -> None:
+def wait_ready(
+    url: str,
+    timeout: float = 120.0,
+    path: str = "/ping",
+    process: subprocess.Popen[str] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:  # it will never be ready
+            output = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"the server exited {process.returncode}:\n{output[-3000:]}")
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(url + path, timeout=5).status_code == 200:
                 return
@@ -75,12 +83,15 @@ def serve(
 
 @contextlib.contextmanager
 def cli_server(
-    *args: str, env: dict[str, str] | None = None, port: int | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    drop_env: tuple[str, ...] = (),
 ) -> Iterator[tuple[subprocess.Popen[str], str, dict[str, str]]]:
     """``modelpack serve ...`` in a subprocess; yields it, its URL once /ping is 200, and a dict
-    that holds its ``output`` once it has stopped."""
+    that holds its ``output`` once it has stopped. Fails at once if the process exits first."""
     port = port or free_port()
-    full_env = {**os.environ, **(env or {})}
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in drop_env}
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelpack", "serve", *args],
         cwd=ROOT,
@@ -92,7 +103,7 @@ def cli_server(
     url = f"http://127.0.0.1:{port}"
     logs: dict[str, str] = {}
     try:
-        wait_ready(url)
+        wait_ready(url, process=proc)
         yield proc, url, logs
     finally:
         if proc.poll() is None:
