@@ -432,3 +432,45 @@ def test_a_transformers_model_is_a_save_pretrained_folder_and_loads_with_no_trus
     out = modelpack.load(path).predict(example)  # transformers classes: no trust needed
     assert sorted(out) == ["last_hidden_state", "pooler_output"]
     np.testing.assert_array_equal(out["last_hidden_state"], expected.last_hidden_state.numpy())
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (
+            lambda node: node["attributes"].update(act={"$function": "os.system"}),
+            "function os.system",
+        ),
+        (lambda node: node.update({"class": "http.server.HTTPServer"}), "http.server.HTTPServer"),
+        (
+            lambda node: node["attributes"].update(
+                p={
+                    "$partial": {
+                        "func": {"$function": "subprocess.run"},
+                        "args": [],
+                        "keywords": {},
+                    }
+                }
+            ),
+            "function subprocess.run",
+        ),
+    ],
+)
+def test_a_structure_file_naming_untrusted_code_is_refused_before_any_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Any, named: str
+) -> None:
+    from modelpack.descriptor import build_manifest
+
+    monkeypatch.delenv("MODELPACK_TRUST")
+    monkeypatch.delitem(sys.modules, "http.server", raising=False)
+    path = mp_torch.save(torch.nn.Sequential(torch.nn.Linear(4, 2)), tmp_path / "m")
+    structure_file = path / "model" / "structure.json"
+    structure = json.loads(structure_file.read_text())
+    edit(structure["nodes"][0])
+    structure_file.write_text(json.dumps(structure))
+    descriptor = Descriptor.read(path)  # the attacker reseals every hash
+    descriptor.files = build_manifest(path)
+    descriptor.write(path)
+    with pytest.raises(UntrustedModelError, match=named.replace(".", r"\.")):
+        modelpack.load(path)
+    assert "http.server" not in sys.modules
