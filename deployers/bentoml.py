@@ -145,7 +145,7 @@ class BentoMLDeployer:
                 f"where is {name} served? start it with `bentoml serve {name}:latest` and pass "
                 "-C url=http://HOST:PORT"
             )
-        from modelpack.deployers.sagemaker import _body
+        from modelpack.deployers.sagemaker._deployer import _body
 
         request = urllib.request.Request(
             f"{str(url).rstrip('/')}/predict",

@@ -80,7 +80,7 @@ def server(
     import uvicorn
 
     from modelpack.registry import engine_url
-    from modelpack.server import create_app
+    from modelpack.teamserver import create_app
 
     if auth == "none" and not _is_loopback(host):
         typer.echo(
@@ -105,7 +105,7 @@ def token_create(
     ] = None,
 ) -> None:
     """Create a token and print it (it is shown only this once)."""
-    from modelpack.server._auth import create_token
+    from modelpack.teamserver._auth import create_token
 
     typer.echo(create_token(role, name))
 
@@ -114,7 +114,7 @@ def token_create(
 def token_list() -> None:
     """Tokens: id, name, role, created, revoked (never the token itself)."""
     from modelpack.cli._output import table, when
-    from modelpack.server._auth import list_tokens
+    from modelpack.teamserver._auth import list_tokens
 
     rows = [
         (t["id"], t["name"] or "-", t["role"], when(t["created_at"]), when(t["revoked_at"]))
@@ -128,7 +128,7 @@ def token_revoke(
     token_id: Annotated[int, typer.Argument(help="The id from `token list`.")],
 ) -> None:
     """Revoke a token: the server refuses it within seconds."""
-    from modelpack.server._auth import revoke_token
+    from modelpack.teamserver._auth import revoke_token
 
     revoke_token(token_id)
     typer.echo(f"revoked token {token_id}")

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from modelpack.deployers import _k8s_render as render
-from modelpack.deployers._k8s_options import Settings
 from modelpack.deployers.kubernetes import KubernetesDeployer
+from modelpack.deployers.kubernetes import _render as render
+from modelpack.deployers.kubernetes._options import Settings
 from modelpack.errors import DeploymentError, InvalidInputError
 from modelpack.plugins import get_plugin
 from tests.conftest import free_port
@@ -212,7 +212,7 @@ def test_create_update_roll_back_and_delete(kube: KubeApi, options: dict[str, An
 
 
 def deployer_cluster(options: dict[str, Any]) -> Any:
-    from modelpack.deployers._k8s_cluster import Cluster
+    from modelpack.deployers.kubernetes._cluster import Cluster
 
     return Cluster(_settings(**options))
 

@@ -17,8 +17,8 @@ import orjson
 
 from modelpack import trust
 from modelpack.deploy import Deployment, Plan, wait_until
-from modelpack.deployers import _sagemaker_aws as aws
-from modelpack.deployers._sagemaker_options import OPTIONS, Settings
+from modelpack.deployers.sagemaker import _aws as aws
+from modelpack.deployers.sagemaker._options import OPTIONS, Settings
 from modelpack.errors import DeploymentError
 
 MODEL_URI_ENV = "MODELPACK_MODEL_URI"
@@ -429,9 +429,9 @@ class SageMakerDeployer:
         )
 
     def _apply(self, steps: _Steps, settings: Settings, session: Any) -> Deployment:
-        from modelpack.deployers import _sagemaker_apply
+        from modelpack.deployers.sagemaker import _apply
 
-        return _sagemaker_apply.apply(self, steps, settings, session)
+        return _apply.apply(self, steps, settings, session)
 
     def status(self, name: str, session: Any) -> Deployment:
         current = self._current(name, session)

@@ -7,6 +7,6 @@
 
 from __future__ import annotations
 
-from modelpack.server._app import create_app
+from modelpack.teamserver._app import create_app
 
 __all__ = ["create_app"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from modelpack import trust
 from modelpack._dockerfile import APP_UID, MODEL_DIR, PORT
-from modelpack.deployers._k8s_options import Settings
+from modelpack.deployers.kubernetes._options import Settings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 DEPLOYMENT_LABEL = "modelpack.dev/deployment"

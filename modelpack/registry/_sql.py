@@ -20,8 +20,8 @@ from sqlalchemy import (
     select,
 )
 
-from modelpack._filters import INT64_MAX, Condition, parse_filter
 from modelpack.errors import InvalidInputError
+from modelpack.registry._filters import INT64_MAX, Condition, parse_filter
 from modelpack.store.schema import (
     aliases,
     model_tags,

@@ -16,8 +16,11 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from modelpack import _registry_remote as _remote
-from modelpack._registry_sql import (
+from modelpack._rest import client as _client
+from modelpack.descriptor import Descriptor
+from modelpack.errors import InvalidInputError, ModelNotFoundError, RegistryConflictError
+from modelpack.registry import _rest as _remote
+from modelpack.registry._sql import (
     MODEL_FIELDS,
     VERSION_FIELDS,
     ModelVersion,
@@ -33,9 +36,6 @@ from modelpack._registry_sql import (
     version_query,
     where,
 )
-from modelpack._rest import client as _client
-from modelpack.descriptor import Descriptor
-from modelpack.errors import InvalidInputError, ModelNotFoundError, RegistryConflictError
 from modelpack.store.db import get_engine, now_ms, read, write
 from modelpack.store.schema import (
     aliases,

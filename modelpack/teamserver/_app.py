@@ -25,11 +25,11 @@ from modelpack.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
 )
-from modelpack.server._api import ROUTES, ApiRoute, Call
-from modelpack.server._auth import ANONYMOUS, Principal, TokenCache
-from modelpack.server._blobs import BlobService
+from modelpack.teamserver._api import ROUTES, ApiRoute, Call
+from modelpack.teamserver._auth import ANONYMOUS, Principal, TokenCache
+from modelpack.teamserver._blobs import BlobService
 
-log = logging.getLogger("modelpack.server")
+log = logging.getLogger("modelpack.teamserver")
 JSON = "application/json"
 UI_DIR = Path(__file__).parent / "ui"
 MAX_JSON_BYTES = 64 * 1024 * 1024
@@ -146,8 +146,8 @@ def _blob_routes(blobs: BlobService, auth: Authenticator) -> list[Route]:
 def create_app(*, auth: bool = False, cors_origins: Sequence[str] = ()) -> Starlette:
     """The team server over the store and artifact store this process is configured with."""
     from modelpack.artifacts import local_store
-    from modelpack.server._openapi import openapi
     from modelpack.store.db import get_engine, home
+    from modelpack.teamserver._openapi import openapi
 
     get_engine()  # migrate now, not on the first request
     authenticator = Authenticator(auth)

@@ -19,9 +19,9 @@ from typing import Any
 from starlette.datastructures import QueryParams
 
 from modelpack import registry
-from modelpack._filters import INT64_MAX, INT64_MIN
 from modelpack.errors import InvalidInputError
-from modelpack.server._auth import Principal
+from modelpack.registry._filters import INT64_MAX, INT64_MIN
+from modelpack.teamserver._auth import Principal
 from modelpack.tracking import _store
 
 MAX_METRICS_PER_CALL = 100_000

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from modelpack._registry_sql import ModelVersion, Page, RegisteredModel, StageTransition
 from modelpack._rest import RestArtifactStore, RestClient, q
+from modelpack.registry._sql import ModelVersion, Page, RegisteredModel, StageTransition
 
 
 def version(data: Mapping[str, Any]) -> ModelVersion:

@@ -209,7 +209,7 @@ def test_uploads_resume_and_downloads_take_ranges(server, tmp_path):
 
 
 def test_openapi_documents_every_route(server):
-    from modelpack.server._api import ROUTES
+    from modelpack.teamserver._api import ROUTES
 
     spec = httpx.get(f"{server}/api/v1/openapi.json").json()
     assert spec["openapi"].startswith("3.")
@@ -307,3 +307,15 @@ def test_cors_is_off_unless_an_origin_is_given(tmp_path, client_env):
         assert answer.headers["access-control-allow-origin"] == "https://ui.example"
         other = httpx.get(f"{url}/api/v1/models", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_old_module_name_still_works_for_one_release() -> None:
+    import importlib
+    import sys
+
+    sys.modules.pop("modelpack.server", None)
+    with pytest.warns(DeprecationWarning, match="modelpack.teamserver"):
+        old = importlib.import_module("modelpack.server")
+    from modelpack.teamserver import create_app
+
+    assert old.create_app is create_app

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelpack._version import __version__
-from modelpack.server._api import ApiRoute
+from modelpack.teamserver._api import ApiRoute
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}

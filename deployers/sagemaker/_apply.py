@@ -6,12 +6,12 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from modelpack.deploy import Deployment
-from modelpack.deployers import _sagemaker_aws as aws
-from modelpack.deployers._sagemaker_options import Settings
+from modelpack.deployers.sagemaker import _aws as aws
+from modelpack.deployers.sagemaker._options import Settings
 from modelpack.errors import DeploymentError
 
 if TYPE_CHECKING:
-    from modelpack.deployers.sagemaker import SageMakerDeployer, _Steps
+    from modelpack.deployers.sagemaker._deployer import SageMakerDeployer, _Steps
 
 
 def apply(

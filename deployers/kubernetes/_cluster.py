@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from modelpack.deployers._k8s_options import Settings
-from modelpack.deployers._k8s_render import (
+from modelpack.deployers.kubernetes._options import Settings
+from modelpack.deployers.kubernetes._render import (
     DEPLOYMENT_LABEL,
     HPA_VERSIONS,
     KSERVE_VERSION,

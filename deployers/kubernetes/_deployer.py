@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelpack.deploy import READY_TIMEOUT, Deployment, Plan
-from modelpack.deployers import _k8s_render as render
-from modelpack.deployers._k8s_cluster import FIELD_MANAGER, Cluster
-from modelpack.deployers._k8s_options import OPTIONS, Settings, check_name
-from modelpack.deployers._k8s_status import deployment_status, inference_service_status
+from modelpack.deployers.kubernetes import _render as render
+from modelpack.deployers.kubernetes._cluster import FIELD_MANAGER, Cluster
+from modelpack.deployers.kubernetes._options import OPTIONS, Settings, check_name
+from modelpack.deployers.kubernetes._status import deployment_status, inference_service_status
 from modelpack.errors import DeploymentError, InvalidInputError
 
 # The options a deployment was made with, so `update` changes only what it is given.

@@ -1,6 +1,6 @@
 """Seed a MODELPACK_HOME with runs, a registered model and its history for the UI tests.
 
-Run as ``python -m tests.server._seed HOME`` from the repository root; it prints the run ids
+Run as ``python -m tests.teamserver._seed HOME`` from the repository root; it prints the run ids
 as JSON. The store is written in a process of its own, so the test process holds no engine on
 the server's database.
 """

@@ -39,7 +39,7 @@ START_TIMEOUT_S = 60
 def test_every_ui_file_is_in_the_wheel() -> None:
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns = config["tool"]["setuptools"]["package-data"]["modelpack.server"]
+    patterns = config["tool"]["setuptools"]["package-data"]["modelpack.teamserver"]
     package = ROOT / "modelpack" / "server"
     shipped = {path for pattern in patterns for path in package.glob(pattern)}
     left_out = [
@@ -79,7 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if k not in STORE_ENV}
     env["MODELPACK_HOME"] = str(home)
     seeded = subprocess.run(
-        [sys.executable, "-m", "tests.server._seed", str(home)],
+        [sys.executable, "-m", "tests.teamserver._seed", str(home)],
         cwd=ROOT,
         env=env,
         capture_output=True,
