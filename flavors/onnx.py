@@ -53,7 +53,7 @@ class OnnxPredictor:
         checked = bool(specs) and len(tensors) == len(specs)
         self._signature = Signature(inputs=Schema(tensors=tensors)) if checked else None
 
-    def predict(self, data: Any) -> Any:
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
         return self.outputs(self.run(self.feeds(data)))
 
     def feeds(self, data: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from modelpack.errors import InvalidModelError
 from modelpack.model import load_native, save_with
-from modelpack.plugins import LoadOptions
+from modelpack.plugins import FALLBACK, LoadOptions
 from modelpack.trust import CLASS, PICKLE, Need, TrustArg, dotted
 from modelpack.trust import CODE as SHIPPED_CODE
 
@@ -41,7 +41,7 @@ class PythonPredictor:
 
 class PythonFlavor:
     name = "python"
-    fallback = True  # tried after every library-specific flavor
+    priority = FALLBACK  # tried after every library-specific flavor
 
     def accepts(self, obj: Any) -> bool:
         return not isinstance(obj, type) and callable(getattr(obj, "predict", None))

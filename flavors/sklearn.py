@@ -65,7 +65,7 @@ class SklearnPredictor:
                 self._names = [str(n) for n in estimator.feature_names_in_]
                 self._unnamed = getattr(unnamed, method)
 
-    def predict(self, data: Any) -> Any:
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
         if not self._wants_names:
             if hasattr(data, "to_numpy"):
                 data = data.to_numpy()

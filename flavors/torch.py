@@ -55,7 +55,7 @@ class TorchPredictor:
         floats = [p.dtype for p in module.parameters() if p.is_floating_point()]
         self._float = floats[0] if floats else None
 
-    def predict(self, data: Any) -> Any:
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
         import torch
 
         with torch.inference_mode(), _evaluating(self.native):

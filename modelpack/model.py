@@ -24,7 +24,15 @@ from modelpack.errors import (
     UnsupportedModelError,
 )
 from modelpack.payload import decode, encode_example
-from modelpack.plugins import ChecksTrust, Flavor, LoadOptions, Predictor
+from modelpack.plugins import (
+    ChecksTrust,
+    DeclaresSignature,
+    Flavor,
+    HasNative,
+    LoadOptions,
+    Predictor,
+    Wraps,
+)
 from modelpack.signature import Signature, infer_schema
 from modelpack.trust import (
     Need,
@@ -43,14 +51,14 @@ EXAMPLE_FILE = "input_example.json"
 
 
 def pick_flavor(obj: Any) -> Flavor:
-    """The installed flavor that accepts ``obj``; generic (fallback) flavors are tried last."""
+    """The installed flavor that accepts ``obj``: the highest ``priority`` first, then by name."""
     flavors, broken = [], []
     for name in plugins.names("flavor"):
         try:
             flavors.append(plugins.flavor(name))
         except PluginError:  # one broken plugin must not stop the others from saving
             broken.append(name)
-    flavors.sort(key=lambda f: bool(getattr(f, "fallback", False)))
+    flavors.sort(key=lambda f: (-plugins.priority(f), f.name))
     for flavor in flavors:
         if flavor.accepts(obj):
             return flavor
@@ -108,10 +116,9 @@ def save_with(
         model_dir.mkdir()
         _check_options(flavor, options)
         config = flavor.save(obj, model_dir, **options)
-        declared = getattr(flavor, "signature", None)
-        if sig is None and declared is not None:
+        if sig is None and isinstance(flavor, DeclaresSignature):
             # Formats that declare their inputs (an ONNX graph) give the signature themselves.
-            sig = declared(model_dir, config)
+            sig = flavor.signature(model_dir, config)
         example_info = None
         if input_example is not None:
             body = encode_example(input_example)
@@ -174,10 +181,9 @@ def _example_signature(
         return given
     inputs = infer_schema(example)
     sig = Signature(inputs=inputs)
-    wrap = getattr(flavor, "wrap", None)
     predictor: Predictor = (
-        wrap(obj, config)
-        if wrap is not None
+        flavor.wrap(obj, config)
+        if isinstance(flavor, Wraps)
         else flavor.predictor(model_dir, config, LoadOptions(trust=Trust.all()))
     )
     output = predictor.predict(sig.enforce(example))
@@ -201,7 +207,7 @@ class Model:
         self.predictor = predictor
         self._options = options or LoadOptions()
         self.signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
-        self._takes_params = "params" in inspect.signature(predictor.predict).parameters
+        self._takes_params = plugins.takes_params(predictor)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -215,7 +221,7 @@ class Model:
         if self.signature is not None:
             data = self.signature.enforce(data)
         if params and self._takes_params:
-            return self.predictor.predict(data, params=dict(params))  # type: ignore[call-arg]
+            return self.predictor.predict(data, params=dict(params))
         return self.predictor.predict(data)
 
     def input_example(self) -> Any:
@@ -227,9 +233,8 @@ class Model:
 
     def unwrap(self) -> Any:
         """The native object (an estimator, an ``nn.Module``, an ONNX session...)."""
-        native = getattr(self.predictor, "native", None)
-        if native is not None:
-            return native
+        if isinstance(self.predictor, HasNative) and self.predictor.native is not None:
+            return self.predictor.native
         config = self.descriptor.flavors[self.descriptor.loader]
         return self.flavor.load(self.path / MODEL_SUBDIR, config, self._options)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from modelpack.plugins import Predictor
+    from modelpack.plugins import Predictor, ServeSettings
     from modelpack.signature import Signature
 
     from ._served import ServeOptions
@@ -32,19 +32,25 @@ class HttpServer:
         uri: str,
         *,
         trust: bool | list[str] | None = None,
-        runtime: str = "native",
+        flavor: str | None = None,
         device: str = "cpu",
         **options: Any,
     ) -> Any:
         """An ASGI app that loads the model at ``uri`` when it starts (``/ping`` 503 until then).
 
-        ``runtime="onnx"`` serves the model's onnx flavor on ONNX Runtime on ``device``.
+        ``flavor="onnx"`` serves the model's onnx flavor on ONNX Runtime on ``device``.
         """
         from ._loading import uri_loader
-        from ._served import ServeOptions
+        from ._run import serve_options
 
-        loader = uri_loader(uri, trust=trust, runtime=runtime, device=device)
-        return self._build(loader, ServeOptions(**options))
+        loader = uri_loader(uri, trust=trust, flavor=flavor, device=device)
+        return self._build(loader, serve_options(options))
+
+    def run(self, uri: str, settings: ServeSettings) -> None:
+        """Serve the model at ``uri`` with uvicorn until told to stop (SIGTERM drains)."""
+        from ._run import run
+
+        run(uri, settings)
 
     def _build(self, loader: Any, options: ServeOptions) -> Any:
         from ._app import ModelServer, build_app

@@ -14,7 +14,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,7 +113,9 @@ class BatchingPredictor:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def predict(self, data: Any) -> Any:
+    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
+        if params:  # a request with its own parameters is not merged with others
+            return self.inner.predict(data, params=dict(params))
         return self.submit(data).result()
 
     def submit(self, data: Any) -> Future[Any]:

@@ -28,15 +28,15 @@ def uri_loader(
     uri: str,
     *,
     trust: bool | list[str] | None = None,
-    runtime: str = "native",
+    flavor: str | None = None,
     device: str = "cpu",
 ) -> Loader:
     def load(options: ServeOptions, on_batch: Callable[[int], None]) -> ServedModel:
         import modelpack
 
-        if runtime == "onnx":
+        if flavor == "onnx":
             return _onnx_served(uri, device, options, on_batch)
-        model = modelpack.load(uri, trust=trust, device=device)
+        model = modelpack.load(uri, trust=trust, device=device, flavor=flavor)
         d = model.descriptor
         info = {
             "model_id": d.model_id,
@@ -115,7 +115,7 @@ def app_from_env() -> Any:
     return HttpServer().app_for_uri(
         spec["uri"],
         trust=spec.get("trust"),
-        runtime=spec.get("runtime", "native"),
+        flavor=spec.get("flavor"),
         device=spec.get("device", "cpu"),
         **spec["options"],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +13,7 @@ from typing import Any
 import anyio.to_thread
 
 from modelpack.errors import ModelpackError, PredictionError
-from modelpack.plugins import Predictor
+from modelpack.plugins import Predictor, takes_params
 from modelpack.signature import Signature
 
 from ._batching import BatchingPredictor, rows_of
@@ -109,7 +108,7 @@ class ServedModel:
         self.info = dict(info or {})
         self.decoder = InvocationDecoder(signature)
         self._on_batch = on_batch
-        self._takes_params = "params" in inspect.signature(predictor.predict).parameters
+        self._takes_params = takes_params(predictor)
         self.inline_policy = InlinePolicy()
         # Where each request's predict ran (the event loop only ever touches this).
         self.placed = dict.fromkeys(("event_loop", "thread", "batcher"), 0)
@@ -138,7 +137,7 @@ class ServedModel:
         start = time.perf_counter()
         try:
             if params and self._takes_params:
-                return self.predictor.predict(data, params=dict(params))  # type: ignore[call-arg]
+                return self.predictor.predict(data, params=dict(params))
             return self.predictor.predict(data)
         except ModelpackError:
             raise

@@ -18,7 +18,7 @@ class Recorder:
         self.sizes = []
         self.delay = delay
 
-    def predict(self, data):
+    def predict(self, data, params=None):
         self.sizes.append(len(data))
         time.sleep(self.delay)
         return data * 2
@@ -50,7 +50,7 @@ def test_a_full_queue_refuses_with_retry_after():
     gate = threading.Event()
 
     class Blocked:
-        def predict(self, data):
+        def predict(self, data, params=None):
             gate.wait(10)
             return data
 
@@ -68,7 +68,7 @@ def test_a_full_queue_refuses_with_retry_after():
 
 def test_one_bad_request_does_not_fail_its_batch_neighbours():
     class Picky:
-        def predict(self, data):
+        def predict(self, data, params=None):
             if (data < 0).any():
                 raise ValueError("negative")
             return data
@@ -130,7 +130,7 @@ def test_http_queue_full_is_503_with_retry_after(slow_path):
 
 def test_frames_of_different_columns_are_not_merged():
     class Echo:
-        def predict(self, data):
+        def predict(self, data, params=None):
             return data
 
     batcher = BatchingPredictor(Echo(), max_batch_size=16, max_latency_ms=30)

@@ -197,7 +197,7 @@ def test_cuda_device_prefers_a_gpu_provider(sklearn_onnx):
 
 def test_http_server_serves_the_onnx_runtime(sklearn_onnx):
     out, clf = sklearn_onnx
-    with serve(out, runtime="onnx", device="cpu") as url:
+    with serve(out, flavor="onnx", device="cpu") as url:
         answer = httpx.post(f"{url}/invocations", json={"instances": X[:5].tolist()})
         assert answer.status_code == 200, answer.text
         assert answer.json()["predictions"] == clf.predict(X[:5]).tolist()
