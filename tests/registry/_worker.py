@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from modelpack import artifacts, registry
+from modelpack.registry import _sql
 
 
 def _hang_after_first(marker: Path, original):
@@ -30,7 +31,7 @@ def main() -> None:
         registry.register(name, model_dir)
     elif mode == "hang-insert":
         # _insert_version runs inside the register transaction; hang once the row is written.
-        registry._insert_version = _hang_after_first(Path(sys.argv[4]), registry._insert_version)
+        _sql._insert_version = _hang_after_first(Path(sys.argv[4]), _sql._insert_version)
         registry.register(name, model_dir)
 
 
