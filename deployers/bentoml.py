@@ -61,7 +61,7 @@ class BentoMLDeployer:
     """``-t bentoml``: see OPTIONS for the ``-C`` keys."""
 
     name = "bentoml"
-    options = OPTIONS
+    options: Mapping[str, str] = OPTIONS
 
     def plan(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Plan:
         check_options(self.name, OPTIONS, config)

@@ -1,9 +1,16 @@
 """The ``local`` target: ``modelpack serve`` as a detached process on this machine.
 
-State lives in ``$MODELPACK_HOME/deployments/local/NAME.json``. ``update`` starts the new model
-on a second port, waits until it answers ``/ping``, switches the state to it, lets clients that
-read the old endpoint finish, then stops the old server: no request fails, and the endpoint
-moves (``get`` tells the new one; ``predict`` follows it).
+State lives in ``$MODELPACK_HOME/deployments/TARGET/NAME.json``. ``runtime=onnx`` serves the
+model's onnx flavor on ONNX Runtime, converting the model first when it has none (the ``onnx``
+target is this deployer with that preset).
+
+``update`` is blue/green and never waits: it starts the new model on a second port and records
+it as ``pending`` (status ``updating``; the endpoint is still the old server's). ``get`` (which
+``modelpack.deploy`` polls) watches the pending server: once it answers ``/ping``, ``get``
+switches the state to it, lets clients that read the old endpoint finish for ``DRAIN_S``, then
+stops the old server, so no request fails and the endpoint moves (``predict`` follows it). A
+pending server that exits is removed by ``get``, which then reports ``failed`` with its log while
+the old server keeps serving, until the next update. A second ``update`` replaces a pending one.
 """
 
 from __future__ import annotations
@@ -18,68 +25,70 @@ from pathlib import Path
 from typing import Any
 
 from modelpack import trust
-from modelpack.deploy import READY_TIMEOUT, Deployment, Plan, check_options
+from modelpack.deploy import Deployment, Plan, check_options
+from modelpack.deployers import _local_options as local_options
 from modelpack.deployers import _process
 from modelpack.errors import DeploymentError, InvalidInputError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 DRAIN_S = 1.0  # how long the old server keeps answering after the state points elsewhere
-DEFAULT_READY_TIMEOUT = 300.0
-
-_INT_OPTIONS = {"port": (1, 65535), "workers": (1, 1024), "max_batch_size": (0, 1 << 20)}
-_DEFAULTS: dict[str, Any] = {
-    "host": "127.0.0.1",
-    "workers": 1,
-    "max_batch_size": 0,
-    "max_latency_ms": 5.0,
-    "runtime": "native",
-    "device": "cpu",
-}
+# What one server process is: the state's top level (the serving one), ``pending``, ``retired``.
+_SERVER_KEYS = (
+    "model_uri", "model_path", "options", "generation", "pid", "started", "host", "port",
+    "log_file",
+)  # fmt: skip
 
 
 class LocalDeployer:
-    """Serves a model with ``modelpack serve`` in a detached process on this machine."""
+    """Serves a model with ``modelpack serve`` in a detached process on this machine.
 
-    name = "local"
-    options: dict[str, str] = {
-        "port": "port to bind [default: a free one; update moves to a new one]",
-        "host": "interface to bind [default: 127.0.0.1]",
-        "workers": "server processes, each with the model [default: 1]",
-        "max_batch_size": "rows per merged predict call; 0 turns batching off [default: 0]",
-        "max_latency_ms": "longest wait for a batch to fill [default: 5]",
-        "runtime": "native (the model's flavor) or onnx (its onnx flavor) [default: native]",
-        "device": "cpu, cuda or cuda:N [default: cpu]",
-        "trust": "what the server may run when it loads the model: true (everything) or "
-        "NAME[,NAME] exact types/classes; written into its command line [default: nothing]",
-        READY_TIMEOUT: "seconds update waits for the new server before keeping the old one",
-    }
+    ``runtime`` presets the runtime (the ``runtime`` option is then not offered) and ``device``
+    the default device; ``name`` is the target's name (and its state directory).
+    """
+
+    local_state = True  # deployments live on this machine: listing them is local
+
+    def __init__(
+        self, name: str = "local", *, runtime: str | None = None, device: str | None = None
+    ) -> None:
+        self.name = name
+        self.runtime = runtime
+        self.device = device or ("auto" if runtime == "onnx" else "cpu")
+        self.options: Mapping[str, str] = local_options.described(runtime, self.device)
+
+    def __repr__(self) -> str:
+        preset = f", runtime={self.runtime!r}" if self.runtime else ""
+        return f"LocalDeployer({self.name!r}{preset}, device={self.device!r})"
 
     # -- Deployer protocol -------------------------------------------------------------------
 
     def plan(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Plan:
         options = self._options(name, config)
         state = _process.read_state(self._state_file(name))
-        model = self._plan_model(name, model_uri, 1 if state is None else state["generation"] + 1)
+        generation = 1 if state is None else self._next_generation(state)
         plan = Plan(target=self.name, name=name, model_uri=model_uri)
-        port = options.get("port", "<free port>")
         if state is None:
+            port = options.get("port", "<free port>")
             plan.actions += [
-                *model,
+                *self._plan_model(name, model_uri, generation, options),
                 f"start: {self._command_line(name, '<model>', options, port)}",
                 f"write state: {self._state_file(name)}",
                 f"log to: {self._log_file(name, 1)}",
             ]
-        else:
-            options = {**state["options"], **{k: v for k, v in options.items() if k in config}}
-            port = options["port"] if "port" in config else "<free port>"
-            plan.actions += [
-                f"update {self.name} deployment {name!r}: {state['model_uri']} -> {model_uri}",
-                *model,
-                f"start: {self._command_line(name, '<model>', options, port)}",
-                f"wait until it answers /ping, then point {self._state_file(name)} at it",
-                f"stop the old server (PID {state['pid']}, port {state['port']}) "
-                f"after {DRAIN_S:g} s",
-            ]
+            return plan
+        options = self._merged(state, options, config)
+        port = options.get("port", "<free port>")
+        plan.actions += [
+            f"update {self.name} deployment {name!r}: {state['model_uri']} -> {model_uri}",
+            *self._plan_model(name, model_uri, generation, options),
+            f"start: {self._command_line(name, '<model>', options, port)}",
+            f"once it answers /ping (seen by `get`, which `deploy update` polls), point "
+            f"{self._state_file(name)} at it",
+            f"stop the old server (PID {state['pid']}, port {state['port']}) "
+            f"{DRAIN_S:g} s after the switch",
+        ]
+        if state.get("pending"):
+            plan.actions.append(f"stop the pending server (PID {state['pending']['pid']})")
         return plan
 
     def create(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Deployment:
@@ -87,7 +96,7 @@ class LocalDeployer:
         with _process.locked(self._lock_file(name)):
             existing = _process.read_state(self._state_file(name))
             if existing is not None:
-                status = self._status(existing)[0]
+                status = self._deployment(existing).status
                 raise DeploymentError(
                     f"a {self.name} deployment named {name!r} exists (status {status}); "
                     f"change it with `modelpack deploy update -t {self.name} --name {name}` "
@@ -95,10 +104,11 @@ class LocalDeployer:
                 )
             try:
                 state = self._start(name, model_uri, options, generation=1)
+                state.update(name=name, target=self.name, created_at=_now(), updated_at=None)
                 try:
                     _process.write_state(self._state_file(name), state)
                 except BaseException:
-                    self._teardown(state)
+                    self._teardown(state, name)
                     raise
             except BaseException:
                 self._lock_file(name).unlink(missing_ok=True)
@@ -107,38 +117,38 @@ class LocalDeployer:
 
     def update(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Deployment:
         new_options = self._options(name, config)
-        timeout = float(config.get(READY_TIMEOUT, DEFAULT_READY_TIMEOUT))
         with _process.locked(self._lock_file(name)):
-            old = self._require_state(name)
-            given = {k: v for k, v in new_options.items() if k in config}
-            options = {**old["options"], **given}
-            if "port" not in config or options["port"] == old["port"]:
-                options.pop("port", None)  # both servers run at once: a second port
-            state = self._start(name, model_uri, options, generation=old["generation"] + 1)
+            state = self._require_state(name)
+            options = self._merged(state, new_options, config)
+            pending = self._start(name, model_uri, options, self._next_generation(state))
+            pending["requested_at"] = _now()
+            superseded = state.get("pending")
+            state["pending"] = pending
+            state.pop("failed_update", None)
             try:
-                self._wait_ready(state, timeout)
-                state["created_at"] = old["created_at"]
-                state["updated_at"] = _now()
                 _process.write_state(self._state_file(name), state)
             except BaseException:
-                self._teardown(state)
+                self._teardown(pending, name)
                 raise
-            # Clients that read the old endpoint just before the switch still get answers.
-            time.sleep(DRAIN_S)
-            self._teardown(old)
+            if superseded is not None:
+                self._teardown(superseded, name)
         return self._deployment(state)
 
     def delete(self, name: str, config: Mapping[str, Any]) -> None:
         self._options(name, config)
         with _process.locked(self._lock_file(name)):
             state = self._require_state(name)
-            self._teardown(state)
+            servers = [state, *state.get("retired", [])]
+            if state.get("pending"):
+                servers.append(state["pending"])
+            for server in servers:
+                self._teardown(server, name)
             self._state_file(name).unlink(missing_ok=True)
         self._lock_file(name).unlink(missing_ok=True)
 
     def get(self, name: str, config: Mapping[str, Any]) -> Deployment:
         self._options(name, config)
-        return self._deployment(self._require_state(name))
+        return self._deployment(self._observe(self._require_state(name)))
 
     def list(self, config: Mapping[str, Any]) -> builtins.list[Deployment]:
         check_options(self.name, self.options, config)
@@ -146,47 +156,140 @@ class LocalDeployer:
         for file in sorted(self._dir().glob("*.json")):
             state = _process.read_state(file)
             if state is not None:
-                found.append(self._deployment(state))
+                found.append(self._deployment(self._observe(state)))
         return found
 
     def predict(self, name: str, data: Any, config: Mapping[str, Any]) -> Any:
         from modelpack.payload import dumps, encode_example
 
-        deployment = self.get(name, config)
-        if deployment.endpoint is None or deployment.status != "ready":
+        self._options(name, config)
+        state = self._observe(self._require_state(name))
+        status, details = self._status(state)
+        if status != "ready":  # the serving server, whatever an update is doing
+            status = self._deployment(state).status
             raise DeploymentError(
-                f"{self.name} deployment {name!r} is {deployment.status}, not ready"
-                + _reason(deployment.details)
+                f"{self.name} deployment {name!r} is {status}, not ready{_reason(details)}"
             )
         body = dumps(encode_example(data))
-        answer = _process.post_json(deployment.endpoint + "/invocations", body, timeout=300)
+        answer = _process.post_json(self._endpoint(state) + "/invocations", body, timeout=300)
         return answer["predictions"]
 
-    # -- hooks for targets that serve differently (onnx) -------------------------------------
+    # -- the blue/green switch, driven by get ------------------------------------------------
 
-    def _plan_model(self, name: str, model_uri: str, generation: int) -> builtins.list[str]:
+    def _observe(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Finish what an update started, as far as the pending server allows now."""
+        pending = state.get("pending")
+        if pending is not None:
+            status, details = self._status(pending)
+            if status == "ready":
+                state = self._switch(state["name"], pending["generation"], None) or state
+            elif status == "dead":
+                state = self._switch(state["name"], pending["generation"], details) or state
+        if state.get("retired"):
+            state = self._retire(state) or state
+        return state
+
+    def _switch(
+        self, name: str, generation: int, failure: Mapping[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """Make the pending server the serving one, or drop it when it exited (``failure``)."""
+        with _process.locked(self._lock_file(name)):
+            state = _process.read_state(self._state_file(name))
+            pending = (state or {}).get("pending")
+            if state is None or pending is None or pending["generation"] != generation:
+                return state  # someone else switched, or it was deleted
+            del state["pending"]
+            if failure is not None:
+                self._teardown(pending, name)
+                state["failed_update"] = {
+                    "model_uri": pending["model_uri"],
+                    "reason": failure.get("reason", "the new server exited"),
+                    "at": _now(),
+                }
+            else:
+                old = {key: state.get(key) for key in _SERVER_KEYS}
+                state.update({key: pending[key] for key in _SERVER_KEYS}, updated_at=_now())
+                retired = state.setdefault("retired", [])
+                retired.append({**old, "stop_after": time.time() + DRAIN_S})
+            _process.write_state(self._state_file(name), state)
+            return state
+
+    def _retire(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Stop the servers an update replaced, once clients had ``DRAIN_S`` to move on."""
+        name, stopped = state["name"], set()
+        for server in state["retired"]:
+            time.sleep(min(DRAIN_S, max(0.0, server["stop_after"] - time.time())))
+            self._teardown(server, name)
+            stopped.add(server["generation"])
+        with _process.locked(self._lock_file(name)):
+            current = _process.read_state(self._state_file(name))
+            if current is None:
+                return None
+            kept = [s for s in current.get("retired", []) if s["generation"] not in stopped]
+            current["retired"] = kept
+            if not kept:
+                del current["retired"]
+            _process.write_state(self._state_file(name), current)
+            return current
+
+    # -- runtime (native or onnx) ------------------------------------------------------------
+
+    def _runtime(self, options: Mapping[str, Any]) -> str:
+        return self.runtime or str(options.get("runtime", "native"))
+
+    def _plan_model(
+        self, name: str, model_uri: str, generation: int, options: Mapping[str, Any]
+    ) -> builtins.list[str]:
+        from modelpack.deployers import _onnx_runtime as onnx
+
         path = self._resolve(model_uri)
-        return [f"serve the model at {path}"]
+        if self._runtime(options) != "onnx":
+            return [f"serve the model at {path}"]
+        if onnx.has_onnx(path):
+            return [f"serve the onnx flavor of the model at {path}"]
+        return [
+            f"convert {model_uri} to ONNX (parity gate) into {self._model_dir(name, generation)}",
+            "serve the converted model",
+        ]
 
     def _prepare_model(
         self, name: str, model_uri: str, generation: int, options: Mapping[str, Any]
     ) -> Path:
-        return self._resolve(model_uri)
+        from modelpack.deployers import _onnx_runtime as onnx
 
-    def _serve_options(self, options: Mapping[str, Any]) -> builtins.list[str]:
-        return [
-            "--runtime",
-            str(options["runtime"]),
-            "--device",
-            str(options["device"]),
-            *trust.cli_args(trust.parse(options.get("trust"))),
-        ]
+        path = self._resolve(model_uri)
+        if self._runtime(options) != "onnx" or onnx.has_onnx(path):
+            return path
+        return onnx.convert(
+            path,
+            self._model_dir(name, generation),
+            rtol=float(options.get("rtol", 1e-4)),
+            atol=float(options.get("atol", 1e-5)),
+            granted=trust.parse(options.get("trust")),  # converting loads the source model
+        )
+
+    def _model_dir(self, name: str, generation: int) -> Path:
+        return self._dir() / name / ("model" if generation == 1 else f"model.{generation}")
+
+    def _remove_model(self, server: Mapping[str, Any], name: str) -> None:
+        import shutil
+
+        model, home = Path(server["model_path"]), self._dir() / name
+        if model.parent == home:  # a copy we converted, never the user's model
+            shutil.rmtree(model, ignore_errors=True)
+            if home.is_dir() and not any(home.iterdir()):
+                home.rmdir()
 
     def _details(self, state: Mapping[str, Any], ready: bool) -> dict[str, Any]:
-        return {}
-
-    def _remove_model(self, state: Mapping[str, Any]) -> None:
-        pass
+        if self._runtime(state["options"]) != "onnx":
+            return {}
+        details: dict[str, Any] = {"device": state["options"]["device"]}
+        if ready:
+            metadata = _process.get_json(self._endpoint(state) + "/metadata")
+            runtime = (metadata or {}).get("runtime") or {}
+            if runtime.get("provider"):
+                details["provider"] = runtime["provider"]
+        return details
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -209,16 +312,25 @@ class LocalDeployer:
                 "(at most 63, starting with a letter or digit)"
             )
         check_options(self.name, self.options, config)
-        options = {**_DEFAULTS, **{k: v for k, v in config.items() if k != READY_TIMEOUT}}
-        for key, (low, high) in _INT_OPTIONS.items():
-            if key in options:
-                options[key] = _number(key, options[key], int, low, high)
-        options["max_latency_ms"] = _number("max_latency_ms", options["max_latency_ms"], float)
-        if READY_TIMEOUT in config:
-            _number(READY_TIMEOUT, config[READY_TIMEOUT], float)
-        if options["runtime"] not in ("native", "onnx"):
-            raise InvalidInputError(f"runtime must be native or onnx, got {options['runtime']!r}")
-        return options
+        options = {**local_options.DEFAULTS, "device": self.device, **config}
+        if self.runtime is not None:
+            options["runtime"] = self.runtime
+        return local_options.checked(options)
+
+    def _merged(
+        self, state: Mapping[str, Any], options: Mapping[str, Any], config: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """An update's options: the deployment's, with what this call gives."""
+        merged = {**state["options"], **{k: v for k, v in options.items() if k in config}}
+        if self.runtime is not None:
+            merged["runtime"] = self.runtime
+        if "port" not in config or merged.get("port") == state["port"]:
+            merged.pop("port", None)  # both servers run at once: a second port
+        return local_options.checked(merged)
+
+    def _next_generation(self, state: Mapping[str, Any]) -> int:
+        pending = state.get("pending") or {}
+        return int(max(state["generation"], pending.get("generation", 0))) + 1
 
     def _resolve(self, model_uri: str) -> Path:
         from modelpack.uris import resolve
@@ -231,37 +343,37 @@ class LocalDeployer:
     def _serve_args(
         self, name: str, model: str, options: Mapping[str, Any], port: object
     ) -> builtins.list[str]:
+        device = str(options["device"])
+        if device == "auto":  # resolved when the server starts; only a plan shows it unresolved
+            from modelpack.deployers import _onnx_runtime as onnx
+
+            device = onnx.resolve_device(device)
         return [
-            sys.executable,
-            "-m",
-            "modelpack",
-            "serve",
-            model,
-            "--host",
-            str(options["host"]),
-            "--port",
-            str(port),
-            "--workers",
-            str(options["workers"]),
-            "--name",
-            name,
-            "--max-batch-size",
-            str(options["max_batch_size"]),
-            "--max-latency-ms",
-            str(options["max_latency_ms"]),
-            *self._serve_options(options),
-        ]
+            sys.executable, "-m", "modelpack", "serve", model,
+            "--host", str(options["host"]),
+            "--port", str(port),
+            "--workers", str(options["workers"]),
+            "--name", name,
+            "--max-batch-size", str(options["max_batch_size"]),
+            "--max-latency-ms", str(options["max_latency_ms"]),
+            "--runtime", self._runtime(options),
+            "--device", device,
+            *trust.cli_args(trust.parse(options.get("trust"))),
+        ]  # fmt: skip
 
     def _start(
         self, name: str, model_uri: str, options: dict[str, Any], generation: int
     ) -> dict[str, Any]:
+        """Start one server; its record (``_SERVER_KEYS``) for the state file."""
         host = str(options["host"])
         if "port" in options:
             _process.check_port_free(host, options["port"])
+        if self._runtime(options) == "onnx":  # decided once per server: the state records it
+            from modelpack.deployers import _onnx_runtime as onnx
+
+            options = {**options, "device": onnx.resolve_device(str(options["device"]))}
         path = self._prepare_model(name, model_uri, generation, options)
-        state: dict[str, Any] = {
-            "name": name,
-            "target": self.name,
+        server: dict[str, Any] = {
             "model_uri": model_uri,
             "model_path": str(path),
             "options": {k: v for k, v in options.items() if k != "port"},
@@ -274,38 +386,17 @@ class LocalDeployer:
             args = self._serve_args(name, str(path), options, port)
             pid, started = _process.spawn(args, log_file, cwd=self._dir())
         except BaseException:
-            self._remove_model(state)
+            self._remove_model(server, name)
             raise
         if "port" in options:
-            state["options"]["port"] = port
-        state.update(
-            pid=pid, started=started, host=host, port=port, log_file=str(log_file),
-            created_at=_now(), updated_at=None,
-        )  # fmt: skip
-        return state
+            server["options"]["port"] = port
+        server.update(pid=pid, started=started, host=host, port=port, log_file=str(log_file))
+        return server
 
-    def _wait_ready(self, state: Mapping[str, Any], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            status, details = self._status(state)
-            if status == "ready":
-                return
-            if status == "dead":
-                raise DeploymentError(
-                    f"the new server of {self.name} deployment {state['name']!r} exited; "
-                    f"the old one keeps serving{_reason(details)}"
-                )
-            if time.monotonic() > deadline:
-                raise DeploymentError(
-                    f"the new server of {self.name} deployment {state['name']!r} was not ready "
-                    f"after {timeout:g} s; the old one keeps serving (log: {state['log_file']})"
-                )
-            time.sleep(0.2)
-
-    def _teardown(self, state: Mapping[str, Any]) -> None:
-        _process.stop(state["pid"], state.get("started"))
-        self._remove_model(state)
-        Path(state["log_file"]).unlink(missing_ok=True)
+    def _teardown(self, server: Mapping[str, Any], name: str) -> None:
+        _process.stop(server["pid"], server.get("started"))
+        self._remove_model(server, name)
+        Path(server["log_file"]).unlink(missing_ok=True)
 
     def _require_state(self, name: str) -> dict[str, Any]:
         state = _process.read_state(self._state_file(name))
@@ -316,24 +407,35 @@ class LocalDeployer:
             )
         return state
 
-    def _endpoint(self, state: Mapping[str, Any]) -> str:
-        host = state["host"]
+    def _endpoint(self, server: Mapping[str, Any]) -> str:
+        host = server["host"]
         host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        return f"http://{host}:{state['port']}"
+        return f"http://{host}:{server['port']}"
 
-    def _status(self, state: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-        if not _process.alive(state["pid"], state.get("started")):
-            tail = _process.log_tail(Path(state["log_file"]))
+    def _status(self, server: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        if not _process.alive(server["pid"], server.get("started")):
+            tail = _process.log_tail(Path(server["log_file"]))
             return "dead", {"reason": f"the server process exited: {tail or 'no output'}"}
-        if _process.ping(self._endpoint(state)):
+        if _process.ping(self._endpoint(server)):
             return "ready", {}
         return "starting", {}
 
     def _deployment(self, state: Mapping[str, Any]) -> Deployment:
-        status, details = self._status(state)
+        serving, details = self._status(state)
         keys = ("pid", "port", "host", "model_path", "log_file", "created_at", "updated_at")
         details.update({k: state.get(k) for k in keys}, options=state["options"])
-        details.update(self._details(state, status == "ready"))
+        details.update(self._details(state, serving == "ready"))
+        pending, failed = state.get("pending"), state.get("failed_update")
+        status = {"ready": "ready", "starting": "creating", "dead": "dead"}[serving]
+        if pending is not None:
+            status = "updating"
+            details["updating_to"] = {k: pending[k] for k in ("model_uri", "pid", "port")}
+        elif failed is not None and serving != "dead":
+            status = "failed"
+            details["reason"] = (
+                f"the update to {failed['model_uri']} failed: {failed['reason']}; "
+                f"the old one keeps serving {state['model_uri']}"
+            )
         return Deployment(
             name=state["name"],
             target=self.name,
@@ -344,22 +446,8 @@ class LocalDeployer:
         )
 
 
-def _number(
-    key: str, value: Any, kind: type[int] | type[float], low: float = 0, high: float = 1e12
-) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"option {key} must be a number, got {value!r}") from None
-    if isinstance(value, float) and kind is int and number != value:
-        raise InvalidInputError(f"option {key} must be a whole number, got {value!r}")
-    if not low <= number <= high:
-        raise InvalidInputError(f"option {key} must be between {low:g} and {high:g}, got {value!r}")
-    return number
-
-
-def _reason(details: Mapping[str, Any]) -> str:
-    return f": {details['reason']}" if details.get("reason") else ""
+def _reason(details: Mapping[str, Any] | None) -> str:
+    return f": {details['reason']}" if details and details.get("reason") else ""
 
 
 def _now() -> str:

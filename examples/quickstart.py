@@ -22,10 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 import modelpack
-from modelpack import registry
-from modelpack.deploy import wait_until
+from modelpack import deploy, registry
 from modelpack.errors import DeploymentError
-from modelpack.plugins import get_plugin
 
 MODEL_NAME = "quickstart-iris"
 DEPLOYMENT = "quickstart"
@@ -108,12 +106,11 @@ def _post(url: str, body: dict[str, Any]) -> Any:
 def serve_and_deploy(rows: pd.DataFrame) -> None:
     """Deploy to the local target (a detached `modelpack serve`), ask it in MLflow's format and
     in the Open Inference Protocol v2, predict through `modelpack deploy predict`, delete it."""
-    local = get_plugin("deployer", "local")
     with contextlib.suppress(DeploymentError):  # left by an interrupted earlier run
-        local.delete(DEPLOYMENT, {})
-    local.create(DEPLOYMENT, f"models:/{MODEL_NAME}@champion", {})
+        deploy.delete("local", DEPLOYMENT)
+    # Waits until the server answers; one that never does is removed again.
+    deployment = deploy.create("local", DEPLOYMENT, f"models:/{MODEL_NAME}@champion", timeout=300)
     try:
-        deployment = wait_until(lambda: local.get(DEPLOYMENT, {}), timeout=300)
         url = deployment.endpoint
         print(f"deployed:    {deployment.name} on {deployment.target} at {url}")
         split = json.loads(rows.to_json(orient="split", index=False))
@@ -133,7 +130,7 @@ def serve_and_deploy(rows: pd.DataFrame) -> None:
             answer = subprocess.run(cli, capture_output=True, text=True, check=True).stdout
             print(f"deploy predict: {json.loads(answer)}")
     finally:
-        local.delete(DEPLOYMENT, {})
+        deploy.delete("local", DEPLOYMENT)
     print(f"deleted:     {DEPLOYMENT}")
 
 

@@ -1,15 +1,21 @@
 """The ``kubernetes`` target: a Deployment, Service and HorizontalPodAutoscaler (or a KServe
-InferenceService) applied with server-side apply, rolled out, updated and deleted by labels."""
+InferenceService) applied with server-side apply, updated and deleted by labels.
+
+``create`` and ``update`` apply the manifests and return; ``get`` reads the rollout's status
+(``modelpack.deploy`` polls it). An update whose pods never become ready is left as it is: the
+Deployment's rolling strategy (``maxUnavailable: 0``) keeps the old pods serving, ``get``
+reports ``updating``, or ``failed`` once its progress deadline passes, and the next
+``update`` (or ``kubectl rollout undo``) replaces it.
+"""
 
 from __future__ import annotations
 
 import builtins
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from modelpack.deploy import READY_TIMEOUT, Deployment, Plan
+from modelpack.deploy import Deployment, Plan
 from modelpack.deployers.kubernetes import _render as render
 from modelpack.deployers.kubernetes._cluster import FIELD_MANAGER, Cluster
 from modelpack.deployers.kubernetes._options import OPTIONS, Settings, check_name
@@ -20,14 +26,14 @@ from modelpack.errors import DeploymentError, InvalidInputError
 CONFIG_ANNOTATION = "modelpack.dev/config"
 _REMOTE_SCHEMES = ("models:", "runs:", "s3:")
 # Where and how to connect is not part of a deployment: never stored with it.
-_NOT_STORED = {"kubeconfig", "context", "namespace", READY_TIMEOUT}
+_NOT_STORED = {"kubeconfig", "context", "namespace"}
 
 
 class KubernetesDeployer:
     """Deploys a model image to a Kubernetes cluster with the official client."""
 
     name = "kubernetes"
-    options: dict[str, str] = OPTIONS
+    options: Mapping[str, str] = OPTIONS
 
     # -- Deployer protocol -------------------------------------------------------------------
 
@@ -54,7 +60,7 @@ class KubernetesDeployer:
             f"{FIELD_MANAGER}"
             for d in docs
         ]
-        actions.append(f"wait until the rollout of {namespace}/{name} is ready")
+        actions.append(f"`get` reports the rollout of {namespace}/{name} until it is ready")
         return Plan(
             target=self.name,
             name=name,
@@ -85,7 +91,6 @@ class KubernetesDeployer:
         return self._get(cluster, name, settings)
 
     def update(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Deployment:
-        Settings.from_config(config)
         check_name(name)
         cluster = Cluster(Settings.from_config(config))
         live = self._live(cluster, name, cluster.settings)
@@ -100,19 +105,9 @@ class KubernetesDeployer:
         settings = Settings.from_config(merged)
         self._check_model_uri(model_uri, settings)
         image = settings.require_image()
-        timeout = float(config.get(READY_TIMEOUT, 0) or 0)
         for doc in self._render(cluster, name, model_uri, settings, image, merged):
             cluster.apply(doc)
-        if not timeout:
-            return self._get(cluster, name, settings)
-        try:
-            return self._wait(cluster, name, settings, timeout)
-        except DeploymentError as exc:
-            self._roll_back(cluster, name, previous)
-            raise DeploymentError(
-                f"{exc.message}; rolled back to {previous.get('model_uri', 'the old version')}, "
-                "which keeps serving"
-            ) from None
+        return self._get(cluster, name, settings)
 
     def delete(self, name: str, config: Mapping[str, Any]) -> None:
         settings = Settings.from_config(config)
@@ -144,7 +139,8 @@ class KubernetesDeployer:
         settings = Settings.from_config(config)
         cluster = Cluster(settings)
         current = self._get(cluster, name, settings)
-        if current.status != "ready":
+        # During a rollout (or after a failed one) the Service still sends to the old pods.
+        if current.status != "ready" and not current.details.get("available_replicas"):
             raise DeploymentError(
                 f"kubernetes deployment {name!r} is {current.status}, not ready"
                 + (f": {current.details['reason']}" if current.details.get("reason") else "")
@@ -198,34 +194,11 @@ class KubernetesDeployer:
             stored = {}
         return stored if isinstance(stored, dict) else {}
 
-    def _roll_back(self, cluster: Cluster, name: str, previous: Mapping[str, Any]) -> None:
-        if "model_uri" not in previous:
-            return
-        settings = Settings.from_config(previous.get("config", {}))
-        image = settings.require_image()
-        for doc in self._render(
-            cluster, name, previous["model_uri"], settings, image, previous.get("config", {})
-        ):
-            cluster.apply(doc)
-
     def _remove(self, cluster: Cluster, name: str) -> bool:
         found = list(cluster.managed(name))
         for resource, obj in found:
             cluster.delete(resource, obj.metadata.name)
         return bool(found)
-
-    def _wait(self, cluster: Cluster, name: str, settings: Settings, timeout: float) -> Deployment:
-        start = time.monotonic()
-        while True:
-            current = self._get(cluster, name, settings)
-            if current.status == "ready":
-                return current
-            if current.status == "failed" or time.monotonic() - start >= timeout:
-                raise DeploymentError(
-                    f"kubernetes deployment {name!r} was not ready after {timeout:.0f} s "
-                    f"({current.details.get('reason', current.status)})"
-                )
-            time.sleep(0.5)
 
     def _get(self, cluster: Cluster, name: str, settings: Settings) -> Deployment:
         live = self._live(cluster, name, settings)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelpack import trust
-from modelpack.deploy import READY_TIMEOUT, check_options
+from modelpack.deploy import check_options
 from modelpack.errors import InvalidInputError
 
 OPTIONS = {
@@ -39,7 +39,6 @@ OPTIONS = {
     "kserve": "render a KServe InferenceService instead of Deployment/Service/HPA (default: false)",
     "trust": "what the server may run when it loads the model: true (everything) or NAME[,NAME] "
     "exact types/classes; written into the container's args (default: nothing)",
-    READY_TIMEOUT: "seconds to wait for the rollout (default: 600; the CLI sets it from --timeout)",
 }
 
 MODEL_SOURCES = ("image", "fetch")
@@ -133,7 +132,6 @@ class Settings:
     image_pull_policy: str = "IfNotPresent"
     kserve: bool = False
     trust: bool | list[str] | None = None
-    ready_timeout: float = 600.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -169,7 +167,6 @@ class Settings:
             ),
             kserve=_bool("kserve", c.get("kserve", False)),
             trust=trust.parse(c.get("trust")),
-            ready_timeout=float(_int(READY_TIMEOUT, int(float(c.get(READY_TIMEOUT, 600))))),
         )
         if settings.max_replicas and settings.max_replicas < settings.min_replicas:
             raise InvalidInputError(

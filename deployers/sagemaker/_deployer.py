@@ -1,7 +1,11 @@
 """Amazon SageMaker: image in ECR, ``model.tar.gz`` in S3, Model + EndpointConfig + Endpoint.
 
 Resources are made with sagemaker-core's resource layer on an explicit boto3 session, so
-``AWS_ENDPOINT_URL`` (an emulator) is honoured everywhere. See docs/deploy/sagemaker.md.
+``AWS_ENDPOINT_URL`` (an emulator) is honoured everywhere. ``create``/``update`` start the change
+and return; ``get`` reports the endpoint's status and, once it is InService, deletes the config
+and models an update left unused (``_apply.settle``). A failed update is SageMaker's to undo: it
+rolls the endpoint back to its previous config, which keeps serving, and ``get`` reports
+``failed`` until the next update. See docs/deploy/sagemaker.md.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ from typing import Any
 import orjson
 
 from modelpack import trust
-from modelpack.deploy import Deployment, Plan, wait_until
+from modelpack.deploy import Deployment, Plan
+from modelpack.deployers.sagemaker import _apply
 from modelpack.deployers.sagemaker import _aws as aws
+from modelpack.deployers.sagemaker._apply import MANAGED_TAG
 from modelpack.deployers.sagemaker._options import OPTIONS, Settings
 from modelpack.errors import DeploymentError
 
 MODEL_URI_ENV = "MODELPACK_MODEL_URI"
-MANAGED_TAG = "modelpack:managed"
 _STATUS = {
     "InService": "ready",
     "Creating": "creating",
@@ -85,7 +90,7 @@ class SageMakerDeployer:
     """``-t sagemaker``: see OPTIONS for the ``-C`` keys."""
 
     name = "sagemaker"
-    options = OPTIONS
+    options: Mapping[str, str] = OPTIONS
 
     def __init__(self, session: Any = None) -> None:
         self._session = session
@@ -107,7 +112,7 @@ class SageMakerDeployer:
             raise DeploymentError(
                 f"SageMaker endpoint {name!r} exists: use `modelpack deploy update` to change it"
             )
-        return self._apply(steps, settings, session)
+        return _apply.apply(self, steps, settings, session)
 
     def update(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Deployment:
         settings = Settings.parse(config)
@@ -115,7 +120,7 @@ class SageMakerDeployer:
         steps = self._steps(name, model_uri, settings, session)
         if steps.current is None:
             raise DeploymentError(f"no SageMaker endpoint named {name!r}: create it first")
-        return self._apply(steps, settings, session)
+        return _apply.apply(self, steps, settings, session)
 
     def delete(self, name: str, config: Mapping[str, Any]) -> None:
         from sagemaker.core.resources import Endpoint, EndpointConfig, Model
@@ -125,6 +130,7 @@ class SageMakerDeployer:
         current = self._current(name, session)
         if current is None:
             raise DeploymentError(f"no SageMaker endpoint named {name!r}")
+        left = _apply.retired(current, session)  # by an update not settled yet
         kw = {"session": session, "region": session.region_name}
         with aws.aws_errors(f"delete endpoint {name}"):
             Endpoint.get(endpoint_name=name, **kw).delete()
@@ -138,6 +144,7 @@ class SageMakerDeployer:
                 bucket, key = aws.split_s3(data)
                 with aws.aws_errors(f"delete {data}"):
                     session.client("s3").delete_object(Bucket=bucket, Key=key)
+        _apply.delete_all([r for r in left if r not in _apply.in_use(current)], session)
 
     def get(self, name: str, config: Mapping[str, Any]) -> Deployment:
         settings = Settings.parse(config)
@@ -223,7 +230,7 @@ class SageMakerDeployer:
                 region=session.region_name,
             )
         status = _get(created.transform_job_status, "InProgress")
-        deadline = time.monotonic() + settings.ready_timeout
+        deadline = time.monotonic() + settings.batch_timeout
         while settings.wait and status == "InProgress" and time.monotonic() < deadline:
             time.sleep(5)
             with aws.aws_errors(f"describe Batch Transform job {job}"):
@@ -285,21 +292,26 @@ class SageMakerDeployer:
             "variants": variants,
         }
 
-    def _deployment(self, name: str, current: dict[str, Any], session: Any) -> Deployment:
+    def _deployment(
+        self, name: str, current: dict[str, Any], session: Any, failed_update: str | None
+    ) -> Deployment:
         primary = max(current["variants"], key=lambda v: v["weight"])
         url = f"https://runtime.sagemaker.{session.region_name}.amazonaws.com"
+        reason = failed_update or current["reason"]
         return Deployment(
             name=name,
             target=self.name,
             model_uri=primary["model_uri"] or "",
-            status=_STATUS.get(current["status"], current["status"].lower()),
+            status="failed"
+            if failed_update
+            else _STATUS.get(current["status"], current["status"].lower()),
             endpoint=f"{url}/endpoints/{name}/invocations",
             details={
                 "endpoint_status": current["status"],
                 "endpoint_arn": current["arn"],
                 "endpoint_config": current["config"],
                 "variants": current["variants"],
-                **({"reason": current["reason"]} if current["reason"] else {}),
+                **({"reason": reason} if reason else {}),
             },
         )
 
@@ -410,11 +422,8 @@ class SageMakerDeployer:
         else:
             actions.append(f"sagemaker.update_endpoint {steps.name} ({settings.strategy})")
             call = "UpdateEndpoint"
-        if settings.wait:
-            actions.append(
-                f"wait for {steps.name} InService (up to {settings.ready_timeout:.0f} s)"
-            )
-        actions += [f"delete {r} once InService" for r in steps.retired]
+        actions.append(f"`get` reports {steps.name} until it is InService")
+        actions += [f"`get` deletes {r} once InService without it" for r in steps.retired]
         return Plan(
             target=self.name,
             name=steps.name,
@@ -428,21 +437,14 @@ class SageMakerDeployer:
             image=steps.image,
         )
 
-    def _apply(self, steps: _Steps, settings: Settings, session: Any) -> Deployment:
-        from modelpack.deployers.sagemaker import _apply
-
-        return _apply.apply(self, steps, settings, session)
-
     def status(self, name: str, session: Any) -> Deployment:
         current = self._current(name, session)
         if current is None:
             raise DeploymentError(f"no SageMaker endpoint named {name!r}")
-        return self._deployment(name, current, session)
-
-    def wait_ready(self, name: str, settings: Settings, session: Any) -> Deployment:
-        return wait_until(
-            lambda: self.status(name, session), timeout=settings.ready_timeout, interval=5.0
-        )
+        failed_update = None
+        if current["status"] == "InService":
+            failed_update = _apply.settle(current, session)
+        return self._deployment(name, current, session, failed_update)
 
 
 def _trust_env(value: str | None) -> dict[str, str]:

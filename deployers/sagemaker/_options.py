@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelpack.deploy import READY_TIMEOUT, check_options
+from modelpack.deploy import check_options
 from modelpack.errors import InvalidInputError
 
 OPTIONS = {
@@ -27,10 +27,10 @@ OPTIONS = {
     "batch_input": "predict: s3:// prefix to score with a Batch Transform job",
     "batch_output": "predict: s3:// prefix the Batch Transform job writes to",
     "content_type": "predict: request content type (default: application/json; batch: text/csv)",
-    "wait": "wait until the endpoint is InService / the job done (default: true)",
+    "wait": "predict with batch_input: wait until the Batch Transform job is done (default: true)",
     "trust": "what the container may run when it loads the model: true (everything) or "
     "NAME[,NAME] exact types/classes; set as its MODELPACK_TRUST (default: nothing)",
-    READY_TIMEOUT: "seconds to wait (default: 1800; the CLI sets it from --timeout)",
+    "batch_timeout": "predict with batch_input: seconds to wait for the job (default: 1800)",
     "delete_artifacts": "delete: also delete the model.tar.gz objects in S3 (default: false)",
 }
 
@@ -75,7 +75,7 @@ class Settings:
     batch_output: str | None = None
     content_type: str | None = None
     wait: bool = True
-    ready_timeout: float = 1800.0
+    batch_timeout: float = 1800.0
     delete_artifacts: bool = False
     trust: str | None = None
 
@@ -88,7 +88,7 @@ class Settings:
                 values[key] = _bool(key, values[key])
         if "instance_count" in values:
             values["instance_count"] = _number("instance_count", values["instance_count"], int)
-        for key in ("canary_weight", READY_TIMEOUT):
+        for key in ("canary_weight", "batch_timeout"):
             if key in values:
                 values[key] = _number(key, values[key], float)
         stripped: dict[str, Any] = {

@@ -5,17 +5,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
 
-from modelpack.cli import fail
+from modelpack import deploy
+from modelpack.cli._output import fail
 from modelpack.cli._trust import TrustFlag, TrustTypes, trust_arg
-from modelpack.deploy import READY_TIMEOUT, Deployment, Plan, check_options, wait_until
-from modelpack.errors import DeploymentError, InvalidInputError, ModelpackError
+from modelpack.deploy import Deployment, Plan
+from modelpack.errors import InvalidInputError, ModelpackError
+
+# Read from -C/--config until the next release: --timeout says it now, for every target.
+LEGACY_READY_TIMEOUT = "ready_timeout"
 
 deploy_app = typer.Typer(
     help="Deploy a model to a target (local, onnx, kubernetes, sagemaker, bentoml or any "
@@ -36,7 +40,9 @@ ConfigFile = Annotated[
     Path | None, typer.Option("--config", help="YAML or JSON file of target options.")
 ]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Return without waiting until ready.")]
-Timeout = Annotated[float, typer.Option(min=0, help="Seconds to wait until ready.")]
+Timeout = Annotated[
+    float | None, typer.Option(min=0, help="Seconds to wait until ready [default: 600].")
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
@@ -60,8 +66,8 @@ def plan(
 ) -> None:
     """Show what create or update would do (manifests as YAML on stdout); touch nothing."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file, trust=(trust, trust_type))
-        _print_plan(_as_plan(deployer.plan(name, model_uri, config)), as_json)
+        config, _ = _config(target, options, config_file, trust=(trust, trust_type))
+        _print_plan(deploy.plan(target, name, model_uri, config), as_json)
 
 
 @deploy_app.command("create")
@@ -72,25 +78,24 @@ def create(
     options: Options = None,
     config_file: ConfigFile = None,
     no_wait: NoWait = False,
-    timeout: Timeout = 600.0,
+    timeout: Timeout = None,
     as_json: AsJson = False,
     trust: TrustFlag = False,
     trust_type: TrustTypes = None,
 ) -> None:
-    """Deploy a model under a new name and wait until it is ready."""
+    """Deploy a model under a new name and wait until it is ready (removed again if never)."""
     with _user_errors():
-        deployer, config = _deployer(
-            target, options, config_file, timeout=timeout, trust=(trust, trust_type)
-        )
+        config, legacy = _config(target, options, config_file, trust=(trust, trust_type))
         with _progress(f"creating {name} on {target}") as show:
-            deployment = _as_deployment(deployer.create(name, model_uri, config))
-            if not no_wait:
-                try:
-                    deployment = _wait(deployer, name, config, timeout, show)
-                except ModelpackError as exc:
-                    with contextlib.suppress(ModelpackError):
-                        deployer.delete(name, config)
-                    raise DeploymentError(f"{exc.message}; removed what was created") from None
+            deployment = deploy.create(
+                target,
+                name,
+                model_uri,
+                config,
+                wait=not no_wait,
+                timeout=_timeout(timeout, legacy),
+                on_poll=_poll_line(name, show),
+            )
         _print_deployment(deployment, as_json)
 
 
@@ -102,20 +107,24 @@ def update(
     options: Options = None,
     config_file: ConfigFile = None,
     no_wait: NoWait = False,
-    timeout: Timeout = 600.0,
+    timeout: Timeout = None,
     as_json: AsJson = False,
     trust: TrustFlag = False,
     trust_type: TrustTypes = None,
 ) -> None:
     """Replace a deployment's model (or options); the old version serves until the new is ready."""
     with _user_errors():
-        deployer, config = _deployer(
-            target, options, config_file, timeout=timeout, trust=(trust, trust_type)
-        )
+        config, legacy = _config(target, options, config_file, trust=(trust, trust_type))
         with _progress(f"updating {name} on {target}") as show:
-            deployment = _as_deployment(deployer.update(name, model_uri, config))
-            if not no_wait:
-                deployment = _wait(deployer, name, config, timeout, show)
+            deployment = deploy.update(
+                target,
+                name,
+                model_uri,
+                config,
+                wait=not no_wait,
+                timeout=_timeout(timeout, legacy),
+                on_poll=_poll_line(name, show),
+            )
         _print_deployment(deployment, as_json)
 
 
@@ -125,8 +134,8 @@ def delete(
 ) -> None:
     """Stop a deployment and remove everything it created."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file)
-        deployer.delete(name, config)
+        config, _ = _config(target, options, config_file)
+        deploy.delete(target, name, config)
         typer.echo(f"deleted {name} on {target}", err=True)
 
 
@@ -140,8 +149,8 @@ def get(
 ) -> None:
     """Show one deployment: status, endpoint, model and target details."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file)
-        _print_deployment(_as_deployment(deployer.get(name, config)), as_json)
+        config, _ = _config(target, options, config_file)
+        _print_deployment(deploy.get(target, name, config), as_json)
 
 
 @deploy_app.command("list")
@@ -150,8 +159,8 @@ def list_deployments(
 ) -> None:
     """List a target's deployments with their status."""
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file)
-        found = [_as_deployment(d) for d in deployer.list(config)]
+        config, _ = _config(target, options, config_file)
+        found = deploy.list(target, config)
     if as_json:
         _echo_json([d.to_dict() for d in found])
         return
@@ -177,12 +186,12 @@ def predict(
     config_file: ConfigFile = None,
 ) -> None:
     """Send a JSON or CSV file to a deployment and print its predictions as JSON."""
-    from modelpack.cli.model_commands import _read_input
+    from modelpack.cli._input import read_input
     from modelpack.payload import to_jsonable
 
     with _user_errors():
-        deployer, config = _deployer(target, options, config_file)
-        predictions = deployer.predict(name, _read_input(input_file), config)
+        config, _ = _config(target, options, config_file)
+        predictions = deploy.predict(target, name, read_input(input_file), config)
     _echo_json({"predictions": to_jsonable(predictions)})
 
 
@@ -197,25 +206,39 @@ def _user_errors() -> Iterator[None]:
         raise fail(exc) from None
 
 
-def _deployer(
+def _config(
     target: str,
     pairs: list[str] | None,
     config_file: Path | None,
-    timeout: float | None = None,
     trust: tuple[bool, list[str] | None] = (False, None),
-) -> tuple[Any, dict[str, Any]]:
-    from modelpack.plugins import get_plugin
-
+) -> tuple[dict[str, Any], float | None]:
+    """The target options from --config and -C (the deprecated ready_timeout taken out)."""
     config = {**_read_config(config_file), **_parse_pairs(pairs or [])}
     granted = trust_arg(*trust)  # --trust / --trust-type: the deployer's `trust` option
     if granted:
         config["trust"] = "true" if granted is True else ",".join(granted)
-    deployer = get_plugin("deployer", target)
-    allowed: Mapping[str, str] = getattr(deployer, "options", {})
-    check_options(target, allowed, config)
-    if timeout is not None and READY_TIMEOUT in allowed:
-        config.setdefault(READY_TIMEOUT, timeout)
-    return deployer, config
+    legacy = None
+    if LEGACY_READY_TIMEOUT in config:
+        from modelpack.plugins import deployer
+
+        if LEGACY_READY_TIMEOUT not in deployer(target).options:
+            value = config.pop(LEGACY_READY_TIMEOUT)
+            try:
+                legacy = float(value)
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"ready_timeout must be a number, got {value!r}") from None
+            typer.echo(
+                "warning: the ready_timeout option is deprecated and will be refused in the "
+                "next release; use --timeout",
+                err=True,
+            )
+    return config, legacy
+
+
+def _timeout(given: float | None, legacy: float | None) -> float:
+    if given is not None:
+        return given
+    return legacy if legacy is not None else deploy.DEFAULT_TIMEOUT
 
 
 def _read_config(path: Path | None) -> dict[str, Any]:
@@ -252,39 +275,11 @@ def _parse_pairs(pairs: list[str]) -> dict[str, Any]:
     return config
 
 
-def _as_deployment(obj: Any) -> Deployment:
-    # Third-party deployers may answer with plain mappings: they need not import modelpack.
-    if isinstance(obj, Deployment):
-        return obj
-    if isinstance(obj, Mapping):
-        fields = {f.name for f in dataclasses.fields(Deployment)}
-        return Deployment(**{k: v for k, v in obj.items() if k in fields})
-    raise DeploymentError(f"the deployer answered {type(obj).__name__}, not a Deployment")
-
-
-def _as_plan(obj: Any) -> Plan:
-    if isinstance(obj, Plan):
-        return obj
-    if isinstance(obj, Mapping):
-        fields = {f.name for f in dataclasses.fields(Plan)}
-        return Plan(**{k: v for k, v in obj.items() if k in fields})
-    raise DeploymentError(f"the deployer answered {type(obj).__name__}, not a Plan")
-
-
-def _wait(
-    deployer: Any,
-    name: str,
-    config: Mapping[str, Any],
-    timeout: float,
-    show: Callable[[str], None],
-) -> Deployment:
-    def check() -> Deployment:
-        return _as_deployment(deployer.get(name, config))
-
+def _poll_line(name: str, show: Callable[[str], None]) -> deploy.OnPoll:
     def on_poll(current: Deployment, elapsed: float) -> None:
         show(f"{name} on {current.target}: {current.status} ({elapsed:.0f} s)")
 
-    return wait_until(check, timeout=timeout, on_poll=on_poll)
+    return on_poll
 
 
 @contextlib.contextmanager

@@ -243,7 +243,7 @@ def register_version(call: Call) -> Any:
         number = parent.rpartition("/")[2]
         if number.isdigit():  # what _parent accepts (Unicode digits too): check it here
             parse_int(number, "request body: 'parent' version", low=0)
-    parent_name, parent_version = registry._parent(parent)
+    parent_name, parent_version = registry.parse_parent(parent)
     return registry.register_stored(
         call.path["name"],
         sha,
@@ -486,18 +486,30 @@ def add_artifacts(call: Call) -> None:
 # -- the rest --------------------------------------------------------------------------------
 
 
-@api("GET", "/deployments", "Deployments in this server's local state (local and onnx targets)")
+@api(
+    "GET",
+    "/deployments",
+    "Deployments of every installed target that keeps them on this machine (local_state); "
+    "a target that fails is an entry of errors",
+)
 def list_deployments(call: Call) -> Any:
-    from modelpack.plugins import get_plugin
+    # Remote targets (a cluster, a cloud) are not listed: that would be network calls per page.
+    from modelpack import deploy, plugins
+    from modelpack.errors import ModelpackError
 
     found: list[dict[str, Any]] = []
-    for target in ("local", "onnx"):
+    errors: list[dict[str, Any]] = []
+    for target in plugins.names("deployer"):
         try:
-            deployer = get_plugin("deployer", target)
-        except Exception:
-            continue
-        found.extend(d.to_dict() for d in deployer.list({}))
-    return {"deployments": found}
+            deployer = plugins.deployer(target)
+            if deploy.keeps_local_state(deployer):
+                found.extend(d.to_dict() for d in deploy.list(deployer, {}))
+        except ModelpackError as exc:
+            errors.append({"target": target, "error": exc.to_dict()})
+        except Exception as exc:  # a third-party deployer's bug: reported, not a 500
+            message = f"{type(exc).__name__}: {exc}"
+            errors.append({"target": target, "error": {"code": "plugin_error", "message": message}})
+    return {"deployments": found, "errors": errors}
 
 
 @api("GET", "/whoami", "The caller's role, and whether the server requires tokens", role="public")

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 import modelpack
 from modelpack.deployers import _process
+from modelpack.errors import DeploymentError
 from modelpack.plugins import get_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,10 +41,15 @@ def cleanup(home: Path) -> None:
             with contextlib.suppress(Exception):
                 deployer.delete(state_file.stem, {})
     for state_file in (home / "deployments").glob("*/*.json"):
-        state = _process.read_state(state_file) or {}
-        if "pid" in state and _process.alive(state["pid"], state.get("started")):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(state["pid"], signal.SIGKILL)
+        try:
+            state = _process.read_state(state_file) or {}
+        except DeploymentError:  # a test's corrupt state file
+            continue
+        servers = [state, state.get("pending") or {}, *state.get("retired", [])]
+        for server in servers:
+            if "pid" in server and _process.alive(server["pid"], server.get("started")):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server["pid"], signal.SIGKILL)
     for pid in list(_process._CHILDREN):
         _process.stop(pid, grace=2)
 
@@ -64,6 +70,16 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         out[key] = modelpack.save(clf, base / key, input_example=data.head(3))
         out[f"{key}_clf"] = clf
     return out
+
+
+@pytest.fixture
+def file_deployer(monkeypatch: pytest.MonkeyPatch, home: Path) -> Any:
+    """The third-party fixture deployer (tests/fixtures/thirdparty_deployer), imported from its
+    source: it answers with plain dicts, as a deployer that imports nothing from modelpack may."""
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "fixtures" / "thirdparty_deployer"))
+    import mp_thirdparty_deployer
+
+    return mp_thirdparty_deployer.FileDeployer()
 
 
 def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 600) -> Any:

@@ -158,3 +158,10 @@ def test_bad_input(bentoml_home: Path, iris) -> None:
         deployer.predict("x", {"inputs": [1]}, {})
     with pytest.raises(DeploymentError, match="cannot reach the Bento"):
         deployer.predict("x", {"inputs": [1]}, {"url": f"http://127.0.0.1:{free_port()}"})
+
+
+def test_passes_check_deployer(bentoml_home: Path, iris) -> None:
+    from modelpack.testing import check_deployer
+
+    # An export: it builds a Bento and serves nothing, so there is nothing to predict with.
+    check_deployer(BentoMLDeployer(), iris[0], name="modelpack-check", predicts=False)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modelpack import deploy
 from modelpack.cli import deploy_commands
 from modelpack.deploy import Plan
 from modelpack.deployers import _process
@@ -27,13 +28,17 @@ def test_create_get_predict_list_update_delete(
     assert "start: modelpack serve" in plan.stdout and "cli.json" in plan.stdout
     assert not (home / "deployments" / "local" / "cli.json").exists()
 
-    (tmp_path / "options.yaml").write_text("max_batch_size: 4\nworkers: 1\n")
+    # ready_timeout, from config files written for the previous release: --timeout's value now.
+    (tmp_path / "options.yaml").write_text(
+        f"max_batch_size: 4\nworkers: 1\nready_timeout: {READY_S}\n"
+    )
     created = run_cli(
         "deploy", "create", *common, "-m", models["a"], "--config", tmp_path / "options.yaml",
-        "-C", "max_latency_ms=2", "--timeout", READY_S, "--json",
+        "-C", "max_latency_ms=2", "--json",
     )  # fmt: skip
     assert created.returncode == 0, created.stderr
     assert "creating cli on local" in created.stderr and "ready" in created.stderr
+    assert "warning: the ready_timeout option is deprecated" in created.stderr
     assert json.loads(created.stdout)["status"] == "ready"
 
     got = run_cli("deploy", "get", *common, "--json")
@@ -144,14 +149,16 @@ def test_plan_documents_print_as_multi_document_yaml(capsys: pytest.CaptureFixtu
     assert "# image: m:1" in err and "# - apply Deployment m" in err
 
 
-def test_plan_json_and_mappings_from_third_parties(capsys: pytest.CaptureFixture[str]) -> None:
-    plan = deploy_commands._as_plan({"target": "t", "name": "n", "model_uri": "u", "extra": 1})
+def test_plan_json_and_mappings_from_third_parties(
+    file_deployer: Any, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = deploy.plan(file_deployer, "n", "u")  # the fixture answers a plain dict
     deploy_commands._print_plan(plan, as_json=True)
     assert json.loads(capsys.readouterr().out) == {
-        "target": "t",
+        "target": "fixture",
         "name": "n",
         "model_uri": "u",
-        "actions": [],
+        "actions": [f"write {home / 'fixture-deployments' / 'n.json'}"],
         "documents": [],
         "image": None,
     }

@@ -15,11 +15,13 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from modelpack import deploy
 from modelpack.deployers.kubernetes import KubernetesDeployer
 from modelpack.deployers.kubernetes import _render as render
 from modelpack.deployers.kubernetes._options import Settings
 from modelpack.errors import DeploymentError, InvalidInputError
 from modelpack.plugins import get_plugin
+from modelpack.testing import check_deployer
 from tests.conftest import free_port
 from tests.deployers._kube import NEVER_READY, TOKEN, FakeController, KubeApi, kube_api
 
@@ -142,7 +144,7 @@ def namespace(kube: KubeApi) -> str:
 
 @pytest.fixture
 def options(kube: KubeApi, namespace: str) -> dict[str, Any]:
-    return {"kubeconfig": str(kube.kubeconfig), "namespace": namespace, "ready_timeout": 30}
+    return {"kubeconfig": str(kube.kubeconfig), "namespace": namespace}
 
 
 def _apps(kube: KubeApi) -> Any:
@@ -159,13 +161,13 @@ def test_plan_discovers_the_hpa_version_and_touches_nothing(
     assert _apps(kube).list_namespaced_deployment(options["namespace"]).items == []
 
 
-def test_create_update_roll_back_and_delete(kube: KubeApi, options: dict[str, Any]) -> None:
+def test_create_update_a_failed_rollout_and_delete(kube: KubeApi, options: dict[str, Any]) -> None:
     deployer = KubernetesDeployer()
     ns = options["namespace"]
     with FakeController(kube.kubeconfig, ns):
         created = deployer.create("iris", MODEL_URI, {**options, "image": "img:1"})
-        assert created.status in ("creating", "ready")
-        ready = deployer._wait(deployer_cluster(options), "iris", _settings(**options), 30)
+        assert created.status in ("creating", "ready")  # applied; nothing waited
+        ready = deploy.wait_until(lambda: deployer.get("iris", options), timeout=30)
         assert ready.status == "ready"
         got = deployer.get("iris", options).to_dict()
         assert {k: got[k] for k in ("name", "target", "model_uri", "status")} == {
@@ -189,19 +191,26 @@ def test_create_update_roll_back_and_delete(kube: KubeApi, options: dict[str, An
             deployer.create("iris", MODEL_URI, {**options, "image": "img:1"})
 
         # A rolling change: the new image, options kept from create.
-        updated = deployer.update("iris", "models:/iris/4", {**options, "image": "img:2"})
+        update = {**options, "image": "img:2"}
+        updated = deploy.update(deployer, "iris", "models:/iris/4", update, timeout=30)
         assert updated.status == "ready" and updated.model_uri == "models:/iris/4"
         assert _image(apps, ns) == "img:2"
 
-        # A rollout that never becomes ready: the error has the conditions, the old one stays.
-        broken = {**options, "image": f"img:{NEVER_READY}", "ready_timeout": 3}
+        # A rollout that never becomes ready: the error has the conditions. Nothing is undone:
+        # maxUnavailable 0 keeps the old pods serving while the new ones never get ready.
+        broken = {**options, "image": f"img:{NEVER_READY}"}
         with pytest.raises(DeploymentError) as info:
-            deployer.update("iris", "models:/iris/5", broken)
+            deploy.update(deployer, "iris", "models:/iris/5", broken, timeout=3)
         message = info.value.message
-        assert "was not ready after 3 s" in message
+        assert "was not ready after 3 s (status updating" in message
         assert "MinimumReplicasUnavailable" in message and "no pods" in message
-        assert "rolled back to models:/iris/4" in message
-        assert _image(apps, ns) == "img:2"
+        assert "the update was left in progress" in message
+        stuck = deployer.get("iris", options)
+        assert stuck.status == "updating" and stuck.details["available_replicas"] == 1
+
+        # The next update replaces the stuck rollout.
+        fixed = deploy.update(deployer, "iris", "models:/iris/4", update, timeout=30)
+        assert fixed.status == "ready" and _image(apps, ns) == "img:2"
 
     deployer.delete("iris", options)
     assert apps.list_namespaced_deployment(ns).items == []
@@ -209,12 +218,6 @@ def test_create_update_roll_back_and_delete(kube: KubeApi, options: dict[str, An
     assert _raw(kube, f"/apis/autoscaling/v2beta2/namespaces/{ns}/horizontalpodautoscalers") == []
     with pytest.raises(DeploymentError, match="no kubernetes deployment named 'iris'"):
         deployer.delete("iris", options)
-
-
-def deployer_cluster(options: dict[str, Any]) -> Any:
-    from modelpack.deployers.kubernetes._cluster import Cluster
-
-    return Cluster(_settings(**options))
 
 
 def _raw(kube: KubeApi, path: str) -> list[Any]:
@@ -275,3 +278,9 @@ def test_trust_reaches_the_containers_args_only_when_given() -> None:
         deployment = render.deployment("iris", "ml", MODEL_URI, _settings(**given), "img:1")
         [server] = deployment["spec"]["template"]["spec"]["containers"]
         assert server["args"] == args
+
+
+def test_passes_check_deployer(kube: KubeApi, options: dict[str, Any]) -> None:
+    # No kubelet runs pods here: predictions are the one thing it cannot check.
+    with FakeController(kube.kubeconfig, options["namespace"]):
+        check_deployer("kubernetes", MODEL_URI, {**options, "image": "img:1"}, predicts=False)

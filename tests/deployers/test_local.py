@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelpack import deploy
 from modelpack.deploy import Deployment, wait_until
 from modelpack.deployers import _process
 from modelpack.deployers.local import LocalDeployer
@@ -47,7 +48,7 @@ def test_create_get_predict_delete(
 ) -> None:
     rows = models["frame"].head(5)
     created = local.create("iris", str(models["a"]), {"max_batch_size": 8})
-    assert created.status in ("starting", "ready")
+    assert created.status in ("creating", "ready")
     deployment = ready(local, "iris")
     assert deployment.endpoint == f"http://127.0.0.1:{deployment.details['port']}"
     assert deployment.model_uri == str(models["a"])
@@ -114,7 +115,7 @@ def test_update_swaps_the_model_with_no_failed_request(
     try:
         while not answers and thread.is_alive():
             time.sleep(0.05)
-        after = local.update("swap", str(models["b"]), {"ready_timeout": READY_S})
+        after = deploy.update(local, "swap", str(models["b"]), timeout=READY_S)
         seen = len(answers)
         while len(answers) < seen + 5 and thread.is_alive():
             time.sleep(0.05)
@@ -132,23 +133,65 @@ def test_update_swaps_the_model_with_no_failed_request(
     assert local.get("swap", {}).model_uri == str(models["b"])
 
 
+def test_update_starts_the_new_server_and_returns(
+    home: Path, local: LocalDeployer, models: dict[str, Any]
+) -> None:
+    local.create("bg", str(models["a"]), {})
+    before = ready(local, "bg")
+    started = local.update("bg", str(models["b"]), {})
+    # Nothing waited: the old server still serves, the new one is pending.
+    assert started.status == "updating" and started.endpoint == before.endpoint
+    assert started.model_uri == str(models["a"])
+    pending = started.details["updating_to"]
+    assert pending["model_uri"] == str(models["b"]) and pending["port"] != before.details["port"]
+    # A second update replaces the pending server (it is stopped, never switched to).
+    again = local.update("bg", str(models["b"]), {"max_batch_size": 4})
+    assert again.details["updating_to"]["pid"] != pending["pid"]
+    assert not _process.alive(pending["pid"])
+    after = ready(local, "bg")  # the get that sees the new server answer switches to it
+    assert after.endpoint != before.endpoint and after.model_uri == str(models["b"])
+    assert after.details["options"]["max_batch_size"] == 4
+    assert not _process.alive(before.details["pid"])
+    state = _process.read_state(home / "deployments" / "local" / "bg.json")
+    assert state is not None and not {"pending", "retired"} & set(state)
+
+
 def test_failed_update_keeps_the_old_version_serving(
     home: Path, local: LocalDeployer, models: dict[str, Any], tmp_path: Path
 ) -> None:
     import shutil
 
+    rows = models["frame"].head(3)
     broken = Path(shutil.copytree(models["b"], tmp_path / "broken"))
     (broken / "model" / "model.skops").write_bytes(b"not the model")  # fails the manifest
     local.create("keep", str(models["a"]), {})
     before = ready(local, "keep")
-    with pytest.raises(DeploymentError, match="the old one keeps serving"):
-        local.update("keep", str(broken), {"ready_timeout": READY_S})
+    with pytest.raises(DeploymentError, match="failed: .*the old one keeps serving") as info:
+        deploy.update(local, "keep", str(broken), timeout=READY_S)
+    assert "integrity" in info.value.message.lower() and "\n" not in info.value.message
     now = local.get("keep", {})
-    assert now.status == "ready" and now.endpoint == before.endpoint
-    assert now.model_uri == str(models["a"])
+    # `failed` until the next change, like a rollout past its deadline; the old one answers.
+    assert now.status == "failed" and now.endpoint == before.endpoint
+    assert now.model_uri == str(models["a"]) and str(broken) in now.details["reason"]
+    assert local.predict("keep", rows, {}) == models["a_clf"].predict(rows).tolist()
     assert list((home / "deployments" / "local" / "logs").iterdir()) == [
         Path(before.details["log_file"])
     ]
+    fixed = deploy.update(local, "keep", str(models["b"]), timeout=READY_S)
+    assert fixed.status == "ready" and "reason" not in fixed.details
+
+
+def test_a_create_that_never_becomes_ready_is_removed(
+    home: Path, local: LocalDeployer, models: dict[str, Any], tmp_path: Path
+) -> None:
+    import shutil
+
+    broken = Path(shutil.copytree(models["a"], tmp_path / "broken"))
+    (broken / "model" / "model.skops").write_bytes(b"changed")
+    with pytest.raises(DeploymentError, match="failed: .*; removed what was created"):
+        deploy.create(local, "never", str(broken), timeout=READY_S)
+    assert local.list({}) == []
+    assert not (home / "deployments" / "local" / "never.json").exists()
 
 
 def test_an_existing_name_is_refused(
@@ -200,11 +243,14 @@ def test_a_port_in_use_is_one_clear_error(
     [
         (
             {"colour": "red"},
-            r"unknown option\(s\) for target 'local': colour \(valid: device, host",
+            r"unknown option\(s\) for target 'local': colour \(valid: atol, device, host",
         ),
         ({"port": "http"}, "option port must be a number"),
         ({"workers": 0}, "option workers must be between 1"),
         ({"runtime": "tensorrt"}, "runtime must be native or onnx"),
+        ({"device": "auto"}, "device auto needs runtime onnx"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N"),
+        ({"ready_timeout": 5}, r"unknown option\(s\) for target 'local': ready_timeout"),
     ],
 )
 def test_bad_options_are_refused_up_front(

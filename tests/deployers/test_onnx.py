@@ -1,4 +1,5 @@
-"""The onnx target: conversion with the parity gate, ONNX Runtime in a local process."""
+"""ONNX Runtime in a local process: the onnx target (the local target preset to runtime=onnx,
+device=auto) and ``-t local -C runtime=onnx``, with conversion behind the parity gate."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import httpx
 import numpy as np
 import pytest
 
+from modelpack import deploy
 from modelpack.deploy import Deployment, wait_until
 from modelpack.deployers import _process
-from modelpack.deployers.onnx import OnnxDeployer
+from modelpack.deployers.local import LocalDeployer
 from modelpack.errors import ConversionError, ParityError
+from modelpack.flavors.onnx import OnnxRuntimeFallbackWarning
 from modelpack.payload import encode_example
 from modelpack.plugins import get_plugin
-from modelpack.servers.onnxruntime import OnnxRuntimeFallbackWarning
 from tests.deployers.conftest import READY_S
 
 pytest.importorskip("onnxruntime")
@@ -48,17 +50,24 @@ def arrays(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.fixture
-def onnx() -> OnnxDeployer:
-    deployer: OnnxDeployer = get_plugin("deployer", "onnx")
+def onnx() -> LocalDeployer:
+    deployer: LocalDeployer = get_plugin("deployer", "onnx")
     return deployer
 
 
-def ready(deployer: OnnxDeployer, name: str) -> Deployment:
+def ready(deployer: LocalDeployer, name: str) -> Deployment:
     return wait_until(lambda: deployer.get(name, {}), timeout=READY_S, interval=0.2)
 
 
+def test_the_onnx_target_is_the_local_target_preset(onnx: LocalDeployer) -> None:
+    assert type(onnx) is LocalDeployer  # an instance with a preset, not a subclass
+    assert (onnx.name, onnx.runtime, onnx.device) == ("onnx", "onnx", "auto")
+    assert "runtime" not in onnx.options and {"device", "rtol", "atol"} <= set(onnx.options)
+    assert onnx.local_state is True
+
+
 def test_converts_serves_and_cleans_up(
-    home: Path, onnx: OnnxDeployer, arrays: dict[str, Any]
+    home: Path, onnx: LocalDeployer, arrays: dict[str, Any]
 ) -> None:
     rows = arrays["x"][:6]
     onnx.create("fast", str(arrays["a"]), {"device": "cpu"})
@@ -74,7 +83,7 @@ def test_converts_serves_and_cleans_up(
     assert response.json()["predictions"] == expected
     assert onnx.predict("fast", rows, {}) == expected
 
-    onnx.update("fast", str(arrays["b"]), {"ready_timeout": READY_S})
+    deploy.update(onnx, "fast", str(arrays["b"]), timeout=READY_S)
     assert onnx.predict("fast", rows, {}) == arrays["b_clf"].predict(rows).tolist()
     assert not converted.exists()  # the first conversion went with its server
     assert (home / "deployments" / "onnx" / "fast" / "model.2").is_dir()
@@ -85,7 +94,7 @@ def test_converts_serves_and_cleans_up(
 
 
 def test_a_plain_estimator_on_a_frame_takes_its_columns(
-    home: Path, onnx: OnnxDeployer, models: dict[str, Any]
+    home: Path, onnx: LocalDeployer, models: dict[str, Any]
 ) -> None:
     import modelpack
 
@@ -104,7 +113,7 @@ def test_a_plain_estimator_on_a_frame_takes_its_columns(
 
 
 def test_a_model_with_an_onnx_flavor_is_served_as_is(
-    home: Path, onnx: OnnxDeployer, arrays: dict[str, Any], tmp_path: Path
+    home: Path, onnx: LocalDeployer, arrays: dict[str, Any], tmp_path: Path
 ) -> None:
     from modelpack.convert import to_onnx
 
@@ -117,7 +126,7 @@ def test_a_model_with_an_onnx_flavor_is_served_as_is(
 
 
 def test_plan_says_what_it_would_convert_and_converts_nothing(
-    home: Path, onnx: OnnxDeployer, arrays: dict[str, Any]
+    home: Path, onnx: LocalDeployer, arrays: dict[str, Any]
 ) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -134,7 +143,7 @@ def test_plan_says_what_it_would_convert_and_converts_nothing(
 
 
 def test_a_model_that_cannot_convert_leaves_nothing(
-    home: Path, onnx: OnnxDeployer, tmp_path: Path
+    home: Path, onnx: LocalDeployer, tmp_path: Path
 ) -> None:
     import pandas as pd
 
@@ -153,7 +162,7 @@ def test_a_model_that_cannot_convert_leaves_nothing(
 
 
 def test_the_parity_gate_refuses_and_leaves_nothing(
-    home: Path, onnx: OnnxDeployer, tmp_path: Path
+    home: Path, onnx: LocalDeployer, tmp_path: Path
 ) -> None:
     from sklearn.linear_model import Ridge
 
@@ -170,7 +179,7 @@ def test_the_parity_gate_refuses_and_leaves_nothing(
 
 @pytest.mark.gpu
 def test_serves_on_cuda_when_onnx_runtime_has_it(
-    home: Path, onnx: OnnxDeployer, arrays: dict[str, Any]
+    home: Path, onnx: LocalDeployer, arrays: dict[str, Any]
 ) -> None:
     if not cuda_provider():
         pytest.skip("this ONNX Runtime has no CUDA provider")
@@ -181,3 +190,16 @@ def test_serves_on_cuda_when_onnx_runtime_has_it(
     assert deployment.details["provider"] in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
     predicted = np.asarray(onnx.predict("gpu", rows, {}))
     np.testing.assert_array_equal(predicted, arrays["a_clf"].predict(rows))
+
+
+def test_the_local_target_converts_for_runtime_onnx(home: Path, arrays: dict[str, Any]) -> None:
+    local: LocalDeployer = get_plugin("deployer", "local")
+    rows = arrays["x"][:4]
+    local.create("rt", str(arrays["a"]), {"runtime": "onnx", "device": "cpu"})
+    deployment = ready(local, "rt")
+    converted = home / "deployments" / "local" / "rt" / "model"
+    assert deployment.details["model_path"] == str(converted)
+    assert deployment.details["provider"] == "CPUExecutionProvider"
+    assert local.predict("rt", rows, {}) == arrays["a_clf"].predict(rows).tolist()
+    local.delete("rt", {})
+    assert not (home / "deployments" / "local" / "rt").exists()

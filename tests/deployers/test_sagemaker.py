@@ -22,8 +22,10 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import modelpack
+from modelpack import deploy
 from modelpack.deployers.sagemaker import SageMakerDeployer
 from modelpack.errors import DeploymentError, InvalidInputError
+from modelpack.testing import check_deployer
 from tests.conftest import free_port, skip_or_fail
 from tests.servers.conftest import cli_server
 
@@ -71,14 +73,29 @@ def _emulate_update_endpoint(params: dict[str, Any], **_: Any) -> Any:
     return SimpleNamespace(status_code=200, headers={}), {"EndpointArn": arn}
 
 
-@pytest.fixture
-def session(aws: str) -> Any:
+def _emulate_rolled_back_update(params: dict[str, Any], **_: Any) -> Any:
+    # TEST ONLY: what SageMaker leaves when the new config's instances never pass their health
+    # check: it rolls back, and the endpoint is InService on its previous config.
+    import boto3
+    import orjson
+
+    name = orjson.loads(params["body"])["EndpointName"]
+    arn = boto3.client("sagemaker").describe_endpoint(EndpointName=name)["EndpointArn"]
+    return SimpleNamespace(status_code=200, headers={}), {"EndpointArn": arn}
+
+
+def _session(update: Any) -> Any:
     import boto3
 
     boto = boto3.Session(region_name="us-east-1")
     boto.events.register("after-call.sagemaker", _strip_empty_moto_fields)
-    boto.events.register("before-call.sagemaker.UpdateEndpoint", _emulate_update_endpoint)
+    boto.events.register("before-call.sagemaker.UpdateEndpoint", update)
     return boto
+
+
+@pytest.fixture
+def session(aws: str) -> Any:
+    return _session(_emulate_update_endpoint)
 
 
 @pytest.fixture
@@ -156,9 +173,11 @@ def test_plan_shows_calls_and_touches_nothing(deployer, session, iris) -> None:
 
 def test_create_predict_get_list_delete(deployer, session, aws, iris) -> None:
     name, config = _name(), _config()
-    created = deployer.create(name, str(iris[0]), config)
+    started = deployer.create(name, str(iris[0]), config)
+    assert started.status in ("creating", "ready")  # nothing waited in the deployer
+    created = deploy.wait_until(lambda: deployer.get(name, {}), timeout=60)
     assert created.status == "ready" and created.model_uri == str(iris[0])
-    assert created.endpoint.endswith(f"/endpoints/{name}/invocations")
+    assert str(created.endpoint).endswith(f"/endpoints/{name}/invocations")
     [variant] = created.details["variants"]
     assert variant["image"] == IMAGE and variant["weight"] == 1.0
 
@@ -376,3 +395,29 @@ def test_trust_travels_in_the_containers_environment_only_when_given(deployer, i
     assert "MODELPACK_TRUST" not in environment()
     assert environment(trust="true")["MODELPACK_TRUST"] == "1"
     assert environment(trust="pkg.A,pkg.B")["MODELPACK_TRUST"] == "pkg.A,pkg.B"
+
+
+def test_an_update_sagemaker_rolls_back_is_reported_and_cleaned_up(
+    deployer, session, aws, iris, tmp_path
+) -> None:
+    name, config = _name(), _config()
+    created = deploy.create(deployer, name, str(iris[0]), config)
+    [old] = created.details["variants"]
+    second = modelpack.save(LogisticRegression().fit(iris[2], [0, 1] * 20), tmp_path / "v2")
+    rolled_back = SageMakerDeployer(session=_session(_emulate_rolled_back_update))
+    with pytest.raises(DeploymentError, match="did not take; SageMaker keeps the endpoint on"):
+        deploy.update(rolled_back, name, str(second), config, timeout=60)
+    now = deployer.get(name, {})
+    assert now.status == "failed" and "keeps serving" in now.details["reason"]
+    assert now.model_uri == str(iris[0])
+    assert now.details["endpoint_config"] == created.details["endpoint_config"]
+    assert _model_names(session, name) == [old["model"]]  # the new model went unused: deleted
+    replaced = deploy.update(deployer, name, str(second), config, timeout=60)
+    assert replaced.status == "ready" and replaced.model_uri == str(second)
+    assert "reason" not in replaced.details
+    deploy.delete(deployer, name)
+
+
+def test_passes_check_deployer(deployer, iris) -> None:
+    # The emulator runs no container: predictions are the one thing it cannot check.
+    check_deployer(deployer, iris[0], _config(), name=_name(), predicts=False, timeout=60)
