@@ -103,7 +103,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="# %(message)s")
     logging.getLogger("modelpack.onnxruntime").setLevel(logging.INFO)
     from modelpack.convert import to_onnx
-    from modelpack.servers.onnxruntime import load_predictor
+    from modelpack.flavors.onnx import load_predictor
 
     rows: list[tuple[str, int, str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:

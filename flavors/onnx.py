@@ -1,14 +1,16 @@
-"""The ONNX flavor: an ``onnx.ModelProto`` or a ``.onnx`` file, run with ONNX Runtime on CPU.
+"""The ONNX flavor: an ``onnx.ModelProto`` or a ``.onnx`` file, run with ONNX Runtime.
 
 Weights go to one external data file (``model.onnx.data``) when the model would pass
-protobuf's 2 GB limit, or on request. Saving never changes the caller's ModelProto.
+protobuf's 2 GB limit, or on request. Saving never changes the caller's ModelProto. Loading
+runs the graph on the load's device (``flavors/_onnxruntime.py``: execution providers, the
+optimized-model cache, IOBinding on a GPU); ``modelpack convert --to onnx`` adds this flavor to
+a model whose flavor exports ONNX.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -18,14 +20,28 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from modelpack.errors import InvalidModelError
+from modelpack.errors import InvalidInputError, InvalidModelError
+from modelpack.flavors._onnx_predictor import OnnxPredictor, frame_feeds, tensor_spec
+from modelpack.flavors._onnxruntime import (
+    CPU,
+    CUDA,
+    GPU_PROVIDERS,
+    TENSORRT,
+    OnnxRuntimeFallbackWarning,
+    OnnxRuntimePredictor,
+    RuntimeSettings,
+    load_predictor,
+    parse_device,
+    plain_session,
+    provider_list,
+    runtime_predictor,
+)
 from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
 from modelpack.signature import Schema, Signature, TensorSpec
 
 if TYPE_CHECKING:
     import onnx
-    import onnxruntime
     from google.protobuf.message import Message
 
     _M = TypeVar("_M", bound=Message)
@@ -38,59 +54,6 @@ _MIN_EXTERNAL_TENSOR = 1024  # bytes: smaller tensors stay inline, as in onnx.sa
 _ALIGN, _ALIGN_FROM = 64 * 1024, 1024 * 1024  # big tensors start where ORT can map them
 
 
-class OnnxPredictor:
-    """Runs an ONNX Runtime session on an array (one input) or a mapping of named arrays."""
-
-    def __init__(self, session: onnxruntime.InferenceSession) -> None:
-        self.native = session
-        inputs = session.get_inputs()
-        self._input_names = [i.name for i in inputs]
-        self._outputs = [(o.name, _ort_spec(o)) for o in session.get_outputs()]
-        specs = [_ort_spec(i) if i.type.startswith("tensor(") and i.shape else None for i in inputs]
-        # ORT shows a scalar and an unknown shape alike ([]): with such an input, or one of a
-        # type a signature cannot hold, the data goes to the session unchecked.
-        tensors = tuple(s for s in specs if s is not None)
-        checked = bool(specs) and len(tensors) == len(specs)
-        self._signature = Signature(inputs=Schema(tensors=tensors)) if checked else None
-
-    def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
-        return self.outputs(self.run(self.feeds(data)))
-
-    def feeds(self, data: Any) -> dict[str, Any]:
-        """The session's feeds for ``data``, checked against the graph's inputs."""
-        data = frame_feeds(data, self._input_names)
-        feeds = self._signature.enforce(data) if self._signature is not None else data
-        if not isinstance(feeds, Mapping):
-            feeds = {self._input_names[0]: np.asarray(feeds)}
-        return dict(feeds)
-
-    def run(self, feeds: dict[str, Any]) -> list[Any]:
-        return list(self.native.run(None, feeds))
-
-    def outputs(self, results: Sequence[Any]) -> Any:
-        """One array for a single-output graph, else a mapping of output name to array."""
-        outputs = {
-            name: _as_output(value, spec)
-            for (name, spec), value in zip(self._outputs, results, strict=True)
-        }
-        return next(iter(outputs.values())) if len(outputs) == 1 else outputs
-
-
-def frame_feeds(data: Any, input_names: Sequence[str]) -> Any:
-    """A DataFrame whose columns name every graph input as one ``(n, 1)`` array per input.
-
-    Graphs converted from column-based models (skl2onnx, one input per column) take tables this
-    way; any other data, or a frame whose columns do not name the inputs, comes back unchanged.
-    """
-    columns = getattr(data, "columns", None)
-    if columns is None or isinstance(data, Mapping) or not hasattr(data, "to_numpy"):
-        return data
-    names = {str(c): c for c in columns}
-    if len(input_names) < 2 or any(n not in names for n in input_names):
-        return data
-    return {n: data[names[n]].to_numpy().reshape(-1, 1) for n in input_names}
-
-
 class OnnxFlavor:
     name = "onnx"
 
@@ -101,7 +64,16 @@ class OnnxFlavor:
     def requirements(self, config: Mapping[str, Any]) -> Sequence[str]:
         return ["onnx", "onnxruntime", "numpy"]
 
-    def save(self, obj: Any, path: Path, *, external_data: bool | None = None) -> dict[str, Any]:
+    def save(
+        self,
+        obj: Any,
+        path: Path,
+        *,
+        external_data: bool | None = None,
+        conversion: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``conversion``: how ``modelpack convert`` made the graph (``converted_from``,
+        ``converter``, ``parity``), recorded in the config as given."""
         import onnx
 
         model, source = _open(obj)
@@ -129,7 +101,7 @@ class OnnxFlavor:
             first = str(exc).strip().split("\n", 1)[0]
             raise InvalidModelError(f"invalid ONNX model: {first}") from exc
         initialized = {t.name for t in model.graph.initializer}
-        return {
+        config = {
             "file": MODEL_FILE,
             "external_data": DATA_FILE if external else None,
             "ir_version": model.ir_version,
@@ -137,6 +109,10 @@ class OnnxFlavor:
             "inputs": [v.name for v in model.graph.input if v.name not in initialized],
             "outputs": [v.name for v in model.graph.output],
         }
+        clash = sorted(set(conversion or {}) & set(config))
+        if clash:
+            raise InvalidInputError(f"conversion cannot set the flavor's own key {clash[0]!r}")
+        return {**config, **dict(conversion or {})}
 
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
         import onnx
@@ -145,8 +121,14 @@ class OnnxFlavor:
 
     def predictor(
         self, path: Path, config: Mapping[str, Any], options: LoadOptions
-    ) -> OnnxPredictor:
-        return OnnxPredictor(_session(str(path / config.get("file", MODEL_FILE))))
+    ) -> OnnxRuntimePredictor:
+        file = path / str(config.get("file", MODEL_FILE))
+        return runtime_predictor(
+            file,
+            options.device,
+            cacheable=not config.get("external_data"),
+            settings=RuntimeSettings.from_mapping(options.settings),
+        )
 
     def signature(self, path: Path, config: Mapping[str, Any]) -> Signature | None:
         import onnx
@@ -159,12 +141,12 @@ class OnnxFlavor:
 
     def wrap(self, obj: Any, config: Mapping[str, Any]) -> OnnxPredictor:
         if isinstance(obj, (str, os.PathLike)):  # ORT finds external data next to the file
-            return OnnxPredictor(_session(os.fspath(obj)))
+            return OnnxPredictor(plain_session(os.fspath(obj)))
         if sum(map(_nbytes, obj.graph.initializer)) <= EXTERNAL_DATA_THRESHOLD:
-            return OnnxPredictor(_session(obj.SerializeToString()))
+            return OnnxPredictor(plain_session(obj.SerializeToString()))
         with tempfile.TemporaryDirectory(prefix="modelpack-onnx-") as tmp:
             _write_external(obj, None, Path(tmp))
-            return OnnxPredictor(_session(str(Path(tmp) / MODEL_FILE)))
+            return OnnxPredictor(plain_session(str(Path(tmp) / MODEL_FILE)))
 
 
 def graph_signature(model: onnx.ModelProto) -> Signature:
@@ -190,51 +172,12 @@ def _graph_spec(value: onnx.ValueInfoProto) -> TensorSpec | None:
     zipmap = value.type.sequence_type.elem_type.map_type
     if kind == "sequence_type" and zipmap.HasField("value_type"):
         # ZipMap's list of {label: probability}: the predictor makes it a 2-D array.
-        return _tensor_spec(value.name, zipmap.value_type.tensor_type.elem_type, (-1, -1))
+        return tensor_spec(value.name, zipmap.value_type.tensor_type.elem_type, (-1, -1))
     if kind != "tensor_type" or not tensor.HasField("shape"):
         return None
     dims = tensor.shape.dim
     shape = tuple(d.dim_value if d.WhichOneof("value") == "dim_value" else -1 for d in dims)
-    return _tensor_spec(value.name, tensor.elem_type, shape)
-
-
-def _ort_spec(arg: Any) -> TensorSpec | None:
-    """The spec of an ORT NodeArg: a tensor, or a ZipMap's sequence of maps as a 2-D array."""
-    import onnx
-
-    found = re.fullmatch(r"tensor\((\w+)\)|seq\(map\(\w+,\s*tensor\((\w+)\)\)\)", arg.type)
-    if found is None:
-        return None
-    try:
-        elem_type = onnx.TensorProto.DataType.Value((found[1] or found[2]).upper())
-    except ValueError:
-        return None
-    shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape) if found[1] else (-1, -1)
-    return _tensor_spec(arg.name, elem_type, shape)
-
-
-def _tensor_spec(name: str, elem_type: int, shape: tuple[int, ...]) -> TensorSpec | None:
-    import onnx
-
-    try:  # a signature holds the dtypes plain numpy knows (not bfloat16, float8...)
-        dtype = str(np.dtype(str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return TensorSpec(dtype=dtype, shape=shape, name=name)
-
-
-def _as_output(value: Any, spec: TensorSpec | None) -> Any:
-    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
-        labels = list(value[0])  # ZipMap gives every row the classes in one order
-        rows = [[row[k] for k in labels] for row in value]
-        return np.array(rows, dtype=spec.dtype if spec is not None else None)
-    return value
-
-
-def _session(model: str | bytes) -> onnxruntime.InferenceSession:
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return tensor_spec(value.name, tensor.elem_type, shape)
 
 
 def _open(obj: Any) -> tuple[onnx.ModelProto, Path | None]:
@@ -398,3 +341,22 @@ def save(
 def load(path: str | os.PathLike[str]) -> Any:
     """The ``onnx.ModelProto`` saved at ``path``, with its external data."""
     return load_native("onnx", path)
+
+
+__all__ = [
+    "CPU",
+    "CUDA",
+    "GPU_PROVIDERS",
+    "TENSORRT",
+    "OnnxFlavor",
+    "OnnxPredictor",
+    "OnnxRuntimeFallbackWarning",
+    "OnnxRuntimePredictor",
+    "frame_feeds",
+    "graph_signature",
+    "load",
+    "load_predictor",
+    "parse_device",
+    "provider_list",
+    "save",
+]

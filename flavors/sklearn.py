@@ -12,12 +12,16 @@ import pickle
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import InvalidModelError
 from modelpack.model import load_native, save_with
 from modelpack.plugins import LoadOptions
 from modelpack.trust import FUNCTION, PICKLE, TYPE, Need, TrustArg
+
+if TYPE_CHECKING:
+    from modelpack.convert import OnnxExport
+    from modelpack.signature import Signature
 
 SERIALIZATIONS = ("skops", "pickle")
 # skops lists scikit-learn's estimators at import, walking every sklearn package, and
@@ -264,6 +268,21 @@ class SklearnFlavor:
 
     def wrap(self, obj: Any, config: Mapping[str, Any]) -> SklearnPredictor:
         return SklearnPredictor(obj, str(config.get("predict_method", "predict")))
+
+    def export_onnx(
+        self,
+        native: Any,
+        config: Mapping[str, Any],
+        signature: Signature,
+        example: Any,
+        *,
+        opset: int | None = None,
+    ) -> OnnxExport:
+        """skl2onnx's graph of the saved ``predict_method`` (``flavors/_sklearn_onnx.py``)."""
+        from modelpack.flavors import _sklearn_onnx
+
+        method = str(config.get("predict_method", "predict"))
+        return _sklearn_onnx.export(native, signature, method, opset)
 
 
 _FLAVOR = SklearnFlavor()

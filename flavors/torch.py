@@ -33,7 +33,10 @@ from modelpack.plugins import LoadOptions
 from modelpack.trust import CODE, FORMAT, MODULE, TYPE, Need, TrustArg, dotted
 
 if TYPE_CHECKING:
+    import onnx
     import torch
+
+    from modelpack.signature import Signature
 
 WEIGHTS = "weights.safetensors"
 SHARD_BYTES = 256 * 2**20  # larger models are split, so their files hash in parallel
@@ -227,6 +230,22 @@ class TorchFlavor:
         if isinstance(obj, torch.export.ExportedProgram):
             return TorchPredictor(obj.module())
         return TorchPredictor(getattr(obj, "_orig_mod", obj))
+
+    def export_onnx(
+        self,
+        native: Any,
+        config: Mapping[str, Any],
+        signature: Signature,
+        example: Any,
+        *,
+        opset: int | None = None,
+    ) -> onnx.ModelProto:
+        """torch.onnx's graph of the module, outputs named as the predictor names them
+        (``flavors/_torch_onnx.py``)."""
+        from modelpack.flavors import _torch_onnx
+
+        produced = self.wrap(native, config).predict(example)
+        return _torch_onnx.export(native, signature, example, produced, opset)
 
 
 def _eval(module: Any) -> Any:

@@ -1,29 +1,46 @@
 """Converting a saved model to ONNX: ``modelpack convert URI --to onnx``.
 
-The result is a new model directory holding the source flavor and an added ``onnx`` flavor.
-It is written only when ONNX Runtime reproduces the source flavor's outputs, within the given
-tolerances, on the input example and on rows generated from it (the parity gate).
+The model's flavor exports the graph (``plugins.ExportsOnnx``: any flavor, built-in or not, that
+implements ``export_onnx`` is convertible). The result is a new model directory holding the
+source's files and an added ``onnx`` flavor, written through ``save_with`` only when ONNX
+Runtime reproduces the source flavor's outputs, within the given tolerances, on the input
+example and on rows generated from it (the parity gate).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-import shutil
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelpack import _parity
-from modelpack._fs import atomic_directory
-from modelpack.descriptor import Descriptor, build_manifest
-from modelpack.environment import environment_info, pinned
-from modelpack.errors import ConversionError, ModelpackError
-from modelpack.model import MODEL_SUBDIR, load
+from modelpack import _parity, plugins
+from modelpack.descriptor import Descriptor
+from modelpack.errors import ConversionError, ModelpackError, PluginError
+from modelpack.model import Model, load, save_with
+from modelpack.plugins import ExportsOnnx, Flavor, Wraps
+from modelpack.signature import Signature
 from modelpack.trust import TrustArg, legacy
 from modelpack.uris import resolve
 
-CONVERTIBLE = ("sklearn", "torch")
 PARITY_ROWS = 1000
+ONNX = "onnx"
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What ``ExportsOnnx.export_onnx`` may return instead of the bare ``onnx.ModelProto``.
+
+    ``ties(data)``: for one batch of parity inputs, a boolean array with one value per row,
+    true where the source's answer is itself undecided (a classifier's two likeliest classes
+    tie exactly), so that ONNX Runtime may answer either label there; None: no such row.
+    """
+
+    model: Any
+    ties: Callable[[Any], Any] | None = None
 
 
 def to_onnx(
@@ -42,8 +59,7 @@ def to_onnx(
 
     ``output`` defaults to ``<source>-onnx`` beside a local source; a registry or remote URI
     needs one. The loader stays the source flavor: ``modelpack.load(out)`` answers exactly as
-    before, ``modelpack.load(out, flavor="onnx")`` (or ``modelpack.servers.onnxruntime``) runs
-    ONNX Runtime.
+    before, ``modelpack.load(out, flavor="onnx")`` runs ONNX Runtime.
     """
     text = os.fspath(uri)
     if output is None and ("://" in text or text.startswith(("models:", "runs:"))):
@@ -51,66 +67,112 @@ def to_onnx(
     source = resolve(Path(text) if isinstance(uri, os.PathLike) else text)
     target = Path(output) if output is not None else source.parent / f"{source.name}-onnx"
     descriptor = Descriptor.read(source)
-    flavor = descriptor.loader
-    if "onnx" in descriptor.flavors:
+    if ONNX in descriptor.flavors:
         raise ConversionError(f"{text} already has an onnx flavor")
-    if flavor not in CONVERTIBLE:
-        raise ConversionError(
-            f"cannot convert a {flavor} model to ONNX (convertible: {', '.join(CONVERTIBLE)})"
-        )
+    exporter = _exporter(descriptor.loader)  # refused before anything is loaded
     model = load(source, trust=legacy(trust, trust_pickle))
-    if model.signature is None:
+    signature = model.signature
+    if signature is None:
         raise ConversionError(
             f"{text} has no signature, so its input types are unknown; save it with an "
             "input_example or a signature"
         )
-    inputs = _parity.parity_inputs(model.signature, model.input_example(), rows=rows)
+    inputs = _parity.parity_inputs(signature, model.input_example(), rows=rows)
     original = _failing_as(model.predictor.predict, f"{text} failed on the parity gate's rows")
-    proto, converter = _export(flavor, model, inputs[-1], opset, original)
-    graph_outputs = [o.name for o in proto.graph.output]
-    _align_shapes(proto, original(inputs[0]), graph_outputs, inputs[0])
-
-    from modelpack.flavors.onnx import OnnxFlavor
-
-    onnx_flavor = OnnxFlavor()
-    session = onnx_flavor.wrap(proto, {})
+    exported = _export(exporter, model, signature, inputs[-1], opset)
+    onnx_flavor = plugins.flavor(ONNX)
+    run = _onnx_runner(onnx_flavor, exported.model, text)
+    graph_outputs = [o.name for o in exported.model.graph.output]
+    _align_shapes(exported.model, original(inputs[0]), graph_outputs, run(inputs[0]))
     diffs = _parity.check(
         original,
-        _failing_as(session.predict, f"ONNX Runtime failed on the conversion of {text}"),
+        _onnx_runner(onnx_flavor, exported.model, text),  # the graph as reshaped
         inputs,
         graph_outputs,
         rtol=rtol,
         atol=atol,
         what=f"the ONNX conversion of {text}",
-        ties=_label_ties(model) if flavor == "sklearn" else None,
+        ties=exported.ties,
     )
     parity = {"rtol": rtol, "atol": atol, "inputs": len(inputs), "outputs": diffs}
-    _write(source, descriptor, target, proto, onnx_flavor, converter, parity, text, overwrite)
-    return target
+    return save_with(
+        onnx_flavor,
+        exported.model,
+        target,
+        overwrite=overwrite,
+        parent=parent_info(text, descriptor),
+        base=model,
+        conversion={
+            "converted_from": descriptor.loader,
+            "converter": _converter(exported.model, descriptor.loader),
+            "parity": parity,
+        },
+    )
 
 
-def _label_ties(model: Any) -> Callable[[Any], Any] | None:
-    """For a classifier's labels: the rows whose two likeliest classes tie exactly."""
-    import numpy as np
-
-    config = model.descriptor.flavors[model.descriptor.loader]
-    native = model.unwrap()
-    if config.get("predict_method", "predict") != "predict" or not hasattr(native, "predict_proba"):
-        return None
-
-    def ties(data: Any) -> Any:
-        if not hasattr(native, "feature_names_in_") and hasattr(data, "to_numpy"):
-            data = data.to_numpy()  # fitted on an array: give it one, as the predictor does
+def convertible() -> list[str]:
+    """The installed flavors that export ONNX."""
+    found = []
+    for name in plugins.names("flavor"):
         try:
-            proba = np.asarray(native.predict_proba(data), dtype=np.float64)
-        except Exception:
-            return None  # no probabilities for this model after all: compare labels as they are
-        if proba.ndim != 2 or proba.shape[1] < 2:
-            return None
-        top = np.sort(proba, axis=1)
-        return np.asarray(top[:, -1] - top[:, -2] <= 1e-12)
+            if isinstance(plugins.flavor(name), ExportsOnnx):
+                found.append(name)
+        except PluginError:  # a broken plugin converts nothing, and must not stop the others
+            continue
+    return found
 
-    return ties
+
+def _exporter(name: str) -> ExportsOnnx:
+    flavor: Flavor = plugins.flavor(name)
+    if not isinstance(flavor, ExportsOnnx):
+        raise ConversionError(
+            f"cannot convert a {name} model to ONNX: the {name} flavor has no export_onnx "
+            f"(convertible: {', '.join(convertible()) or 'no installed flavor'})"
+        )
+    return flavor
+
+
+def _export(
+    exporter: ExportsOnnx, model: Model, signature: Signature, sample: Any, opset: int | None
+) -> OnnxExport:
+    name = model.descriptor.loader
+    options: dict[str, Any] = {}
+    if opset is not None:
+        if not _takes(exporter.export_onnx, "opset"):
+            raise ConversionError(f"the {name} flavor's ONNX exporter takes no opset")
+        options["opset"] = opset
+    config = model.descriptor.flavors[name]
+    export = _failing_as(
+        lambda data: exporter.export_onnx(model.unwrap(), config, signature, data, **options),
+        f"the {name} flavor's ONNX export failed",
+    )
+    exported = export(sample)
+    if not isinstance(exported, OnnxExport):
+        exported = OnnxExport(exported)
+    onnx = sys.modules.get("onnx")  # imported by whatever built a ModelProto
+    if onnx is None or not isinstance(exported.model, onnx.ModelProto):
+        raise ConversionError(
+            f"the {name} flavor's export_onnx returned a {type(exported.model).__name__}, "
+            "not an onnx.ModelProto"
+        )
+    return exported
+
+
+def _takes(method: Callable[..., Any], keyword: str) -> bool:
+    params = inspect.signature(method).parameters.values()
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _converter(proto: Any, flavor: str) -> dict[str, str]:
+    return {"tool": proto.producer_name or f"{flavor} flavor", "version": proto.producer_version}
+
+
+def _onnx_runner(onnx_flavor: Flavor, proto: Any, uri: str) -> Callable[[Any], Any]:
+    """ONNX Runtime on ``proto`` as the onnx flavor runs it, failing as ``conversion_failed``."""
+    if not isinstance(onnx_flavor, Wraps):
+        raise ConversionError("the installed onnx flavor cannot run a graph it has not saved")
+    predictor = _failing_as(lambda p: onnx_flavor.wrap(p, {}), "ONNX Runtime refused")(proto)
+    return _failing_as(predictor.predict, f"ONNX Runtime failed on the conversion of {uri}")
 
 
 def _failing_as(predict: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
@@ -128,30 +190,9 @@ def _failing_as(predict: Callable[[Any], Any], what: str) -> Callable[[Any], Any
     return guarded
 
 
-def _export(
-    flavor: str, model: Any, sample: Any, opset: int | None, predict: Callable[[Any], Any]
-) -> tuple[Any, dict[str, str]]:
-    from modelpack import _onnx_export
-
-    if flavor == "sklearn":
-        import skl2onnx
-
-        method = str(model.descriptor.flavors[flavor].get("predict_method", "predict"))
-        proto = _onnx_export.sklearn_to_onnx(model.unwrap(), model.signature, method, opset)
-        return proto, {"tool": "skl2onnx", "version": skl2onnx.__version__}
-    import torch
-
-    produced = predict(sample)
-    names = list(produced) if isinstance(produced, dict) else ["output"]
-    proto = _onnx_export.torch_to_onnx(model.unwrap(), model.signature, sample, names, opset)
-    return proto, {"tool": "torch.onnx", "version": str(torch.__version__)}
-
-
-def _align_shapes(proto: Any, produced: Any, names: list[str], data: Any) -> None:
+def _align_shapes(proto: Any, produced: Any, names: list[str], ran: Any) -> None:
     from modelpack._onnx_graph import match_output_shapes
-    from modelpack.flavors.onnx import OnnxFlavor
 
-    ran = _failing_as(OnnxFlavor().wrap(proto, {}).predict, "ONNX Runtime failed")(data)
     match_output_shapes(proto, _parity.as_outputs(produced, names), _parity.as_outputs(ran, names))
 
 
@@ -183,38 +224,4 @@ def _registry_version(uri: str) -> dict[str, Any]:
     return {"registered_model": name}
 
 
-def _write(
-    source: Path,
-    descriptor: Descriptor,
-    target: Path,
-    proto: Any,
-    onnx_flavor: Any,
-    converter: dict[str, str],
-    parity: dict[str, Any],
-    uri: str,
-    overwrite: bool,
-) -> None:
-    with atomic_directory(target, overwrite=overwrite) as tmp:
-        for rel in descriptor.files:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / rel, tmp / rel)
-        if (tmp / MODEL_SUBDIR / "model.onnx").exists():
-            raise ConversionError(f"{uri} already holds a model/model.onnx file")
-        config = onnx_flavor.save(proto, tmp / MODEL_SUBDIR)
-        config.update(converted_from=descriptor.loader, converter=converter, parity=parity)
-        reqs_file = tmp / "requirements.txt"
-        reqs = reqs_file.read_text(encoding="utf-8").split() if reqs_file.exists() else []
-        reqs = pinned([*reqs, *onnx_flavor.requirements(config)])
-        reqs_file.write_text("\n".join(reqs) + "\n", encoding="utf-8")
-        converted = Descriptor(
-            flavors={**descriptor.flavors, "onnx": config},
-            loader=descriptor.loader,
-            signature=descriptor.signature,
-            input_example=descriptor.input_example,
-            environment=environment_info(),
-            metadata=dict(descriptor.metadata),
-            parent=parent_info(uri, descriptor),
-            trust=descriptor.trust,  # the loader is unchanged, and so is what it needs
-        )
-        converted.files = build_manifest(tmp)
-        converted.write(tmp)
+__all__ = ["PARITY_ROWS", "OnnxExport", "convertible", "parent_info", "to_onnx"]

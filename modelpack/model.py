@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +15,12 @@ from typing import Any
 import orjson
 
 from modelpack import plugins
-from modelpack._fs import atomic_directory
-from modelpack.descriptor import Descriptor, build_manifest, verify_manifest
+from modelpack._fs import atomic_directory, walk_files
+from modelpack.descriptor import Descriptor, FileEntry, build_manifest, verify_manifest
 from modelpack.environment import environment_info, pinned
 from modelpack.errors import (
     IntegrityError,
+    InvalidInputError,
     InvalidModelError,
     ModelpackError,
     PluginError,
@@ -28,11 +31,11 @@ from modelpack.plugins import (
     ChecksTrust,
     DeclaresSignature,
     Flavor,
-    HasNative,
     LoadOptions,
     Predictor,
     Wraps,
 )
+from modelpack.predictor import EnforcingPredictor
 from modelpack.signature import Signature, infer_schema
 from modelpack.trust import (
     Need,
@@ -48,6 +51,7 @@ from modelpack.uris import resolve
 
 MODEL_SUBDIR = "model"
 EXAMPLE_FILE = "input_example.json"
+REQUIREMENTS_FILE = "requirements.txt"
 
 
 def pick_flavor(obj: Any) -> Flavor:
@@ -106,16 +110,28 @@ def save_with(
     requirements: Sequence[str] | None = None,
     overwrite: bool = False,
     parent: Mapping[str, Any] | None = None,
+    base: Model | None = None,
     **options: Any,
 ) -> Path:
-    """Save ``obj`` with an explicitly chosen flavor (what ``flavors.<name>.save`` calls)."""
+    """Save ``obj`` with an explicitly chosen flavor (what ``flavors.<name>.save`` calls).
+
+    ``base``: a loaded model that ``obj`` is another flavor of (what ``modelpack convert``
+    writes): the new model holds the base's files too, and keeps its flavors, loader,
+    signature, input example, metadata (updated with ``metadata``) and trust record.
+    """
     target = Path(path)
     sig = Signature.from_dict(signature) if isinstance(signature, Mapping) else signature
+    if base is not None:
+        _check_base(base, flavor, input_example)
+        sig = sig or base.signature
     with atomic_directory(target, overwrite=overwrite) as tmp:
         model_dir = tmp / MODEL_SUBDIR
-        model_dir.mkdir()
         _check_options(flavor, options)
-        config = flavor.save(obj, model_dir, **options)
+        if base is None:
+            model_dir.mkdir()
+            config = flavor.save(obj, model_dir, **options)
+        else:
+            config = _save_beside(base, flavor, obj, tmp, options)
         if sig is None and isinstance(flavor, DeclaresSignature):
             # Formats that declare their inputs (an ONNX graph) give the signature themselves.
             sig = flavor.signature(model_dir, config)
@@ -126,8 +142,9 @@ def save_with(
             example_info = {"file": EXAMPLE_FILE, "format": next(iter(body))}
             sig = _example_signature(flavor, obj, model_dir, config, input_example, sig)
         needs = trust_needs(flavor, model_dir, config)
-        reqs = pinned([*flavor.requirements(config), *(requirements or [])])
-        (tmp / "requirements.txt").write_text("\n".join(reqs) + "\n", encoding="utf-8")
+        kept = _requirements(tmp / REQUIREMENTS_FILE) if base is not None else []
+        reqs = pinned([*kept, *flavor.requirements(config), *(requirements or [])])
+        (tmp / REQUIREMENTS_FILE).write_text("\n".join(reqs) + "\n", encoding="utf-8")
         descriptor = Descriptor(
             flavors={flavor.name: config},
             loader=flavor.name,
@@ -138,10 +155,70 @@ def save_with(
             parent=dict(parent) if parent else None,
             trust=trust_record(needs),
         )
+        if base is not None:
+            descriptor = _beside(base, descriptor)
         descriptor.files = build_manifest(tmp)
+        if base is not None:
+            _check_copies(base, descriptor.files)
         descriptor.write(tmp)
     _tell_trust(target, needs)
     return target
+
+
+def _check_base(base: Model, flavor: Flavor, input_example: Any) -> None:
+    if flavor.name in base.descriptor.flavors:
+        raise InvalidModelError(f"{base.path} already has a {flavor.name} flavor")
+    if input_example is not None:
+        raise InvalidInputError("a flavor added to a model keeps that model's input example")
+
+
+def _save_beside(
+    base: Model, flavor: Flavor, obj: Any, tmp: Path, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Copy ``base``'s files into ``tmp``, then save ``obj`` with ``flavor`` beside them."""
+    for rel in base.descriptor.files:
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(base.path / rel, tmp / rel)
+    model_dir = tmp / MODEL_SUBDIR
+    model_dir.mkdir(exist_ok=True)
+    staging = tmp / f".{flavor.name}-saving"  # a flavor saves into an empty directory
+    staging.mkdir()
+    config = flavor.save(obj, staging, **options)
+    for rel in walk_files(staging):
+        if (model_dir / rel).exists():
+            raise InvalidModelError(
+                f"{base.path} already holds {MODEL_SUBDIR}/{rel}, which the {flavor.name} "
+                "flavor writes"
+            )
+        (model_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (staging / rel).rename(model_dir / rel)
+    shutil.rmtree(staging)
+    return config
+
+
+def _requirements(file: Path) -> list[str]:
+    lines = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
+    return [spec for line in lines if (spec := line.split("#", 1)[0].strip())]
+
+
+def _beside(base: Model, added: Descriptor) -> Descriptor:
+    """``added``'s flavor beside ``base``'s, which stays the loader with what it recorded."""
+    return dataclasses.replace(
+        added,
+        flavors={**base.descriptor.flavors, **added.flavors},
+        loader=base.descriptor.loader,
+        input_example=base.descriptor.input_example,
+        metadata={**base.descriptor.metadata, **added.metadata},
+        trust=base.descriptor.trust,  # the loader is unchanged, and so is what it needs
+    )
+
+
+def _check_copies(base: Model, files: Mapping[str, FileEntry]) -> None:
+    for rel, entry in base.descriptor.files.items():
+        if rel != REQUIREMENTS_FILE and files.get(rel) != entry:
+            raise IntegrityError(
+                f"{base.path}: file {rel} changed since the model was loaded", file=rel
+            )
 
 
 def _tell_trust(target: Path, needs: Sequence[Need]) -> None:
@@ -204,10 +281,10 @@ class Model:
         self.path = path
         self.descriptor = descriptor
         self.flavor = flavor
-        self.predictor = predictor
+        self.signature = descriptor.model_signature
+        # The flavor's predictor behind the signature: what servers, batch and Spark call too.
+        self.predictor = EnforcingPredictor(predictor, self.signature)
         self._options = options or LoadOptions()
-        self.signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
-        self._takes_params = plugins.takes_params(predictor)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -218,23 +295,21 @@ class Model:
         return self.descriptor.model_id
 
     def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
-        if self.signature is not None:
-            data = self.signature.enforce(data)
-        if params and self._takes_params:
-            return self.predictor.predict(data, params=dict(params))
-        return self.predictor.predict(data)
+        """Check ``data`` against the signature (``SignatureError``), then predict."""
+        return self.predictor.predict(data, params)
 
     def input_example(self) -> Any:
         info = self.descriptor.input_example
         if not info:
             return None
         data, _ = decode(orjson.loads((self.path / info["file"]).read_bytes()))
-        return self.signature.enforce(data) if self.signature else data
+        return self.predictor.enforce(data)
 
     def unwrap(self) -> Any:
         """The native object (an estimator, an ``nn.Module``, an ONNX session...)."""
-        if isinstance(self.predictor, HasNative) and self.predictor.native is not None:
-            return self.predictor.native
+        native = self.predictor.native
+        if native is not None:
+            return native
         config = self.descriptor.flavors[self.descriptor.loader]
         return self.flavor.load(self.path / MODEL_SUBDIR, config, self._options)
 
@@ -249,6 +324,7 @@ def load(
     trust: TrustArg = None,
     digest: str | None = None,
     flavor: str | None = None,
+    settings: Mapping[str, Any] | None = None,
     trust_pickle: bool | None = None,
 ) -> Model:
     """Load any saved model for inference: ``modelpack.load(uri).predict(data)``.
@@ -256,11 +332,15 @@ def load(
     Nothing named by the model runs unless trusted (``modelpack.trust``): ``trust=True`` trusts
     everything, ``trust=["pkg.Type", ...]`` those exact names; ``MODELPACK_TRUST`` and
     ``modelpack trust add`` grant the same. ``digest`` ("sha256:..." or hex) pins the model's
-    content: a different descriptor is an ``IntegrityError``. ``trust_pickle`` is deprecated.
+    content: a different descriptor is an ``IntegrityError``. ``flavor`` loads another of the
+    model's flavors (``"onnx"``: ONNX Runtime on ``device``); ``settings`` are that flavor's
+    own load settings. ``trust_pickle`` is deprecated.
     """
     path, descriptor = _open(uri, digest)
     chosen = plugins.flavor(_flavor_name(path, descriptor, flavor or descriptor.loader))
-    options = LoadOptions(device=device, trust=policy(trust, trust_pickle=trust_pickle))
+    options = LoadOptions(
+        device=device, trust=policy(trust, trust_pickle=trust_pickle), settings=settings or {}
+    )
     predictor = _verified(path, descriptor, chosen.name, options, lambda f, *a: f.predictor(*a))
     return Model(path, descriptor, chosen, predictor, options)
 
@@ -374,7 +454,7 @@ def _verified(
     needs = _needs(flavor, path, descriptor, config)
     trust = options.trust.for_model(path)
     trust.check(needs, model=str(path))
-    options = LoadOptions(device=options.device, trust=trust)
+    options = dataclasses.replace(options, trust=trust)
     args = (flavor, model_dir, config, options)
     if needing_trust(needs):
         verify_manifest(path, descriptor.files, cached=True)

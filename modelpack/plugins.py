@@ -51,10 +51,13 @@ class LoadOptions:
     ``device`` is where tensors go (flavors without devices ignore it); ``trust`` is what the
     caller chose to trust (``modelpack.trust``): a flavor asks it before anything that may run
     code named by the model, and passes only what it grants to its format's loader.
+    ``settings`` are the flavor's own load settings (``modelpack.load(uri, settings={...})``,
+    e.g. the onnx flavor's session threads); a flavor refuses a key it does not know.
     """
 
     device: str = "cpu"
     trust: Trust = field(default_factory=Trust)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def trust_pickle(self) -> bool:
@@ -155,18 +158,26 @@ class Wraps(Protocol):
 class ExportsOnnx(Protocol):
     """A flavor that can convert its models to ONNX (``modelpack convert --to onnx``).
 
-    ``export_onnx`` gets the loaded native object, its config, the model's signature and an
-    input example (already signature-checked), and returns the ONNX model (an
-    ``onnx.ModelProto``) whose outputs match what the flavor's predictor returns: same names
-    or order, shapes and dtypes (the parity gate checks it on generated rows). It raises
-    ``ConversionError`` for a model the exporter cannot convert, naming the step.
+    ``export_onnx`` gets the native object the flavor's predictor wraps, the flavor's config,
+    the model's signature and ``example``: a batch of inputs already checked against it
+    (generated rows of several, so a dynamic batch dimension is not specialised on one). It
+    returns the ``onnx.ModelProto`` (or a ``modelpack.convert.OnnxExport`` holding it, with the
+    rows where the source's own answer is a tie) whose inputs take what the signature
+    describes (one tensor or named tensors; a table as one ``(n, 1)`` input per column) and
+    whose outputs are what the flavor's predictor returns: one output for an array, else the
+    keys of its mapping, of the same dtypes. The parity gate then checks it on generated rows
+    (a 2-D ``(n, 1)`` output where the predictor answers ``(n,)`` is reshaped first). The
+    model's ``producer_name``/``producer_version`` are recorded as its converter. ``opset`` is
+    the user's ``--opset`` (None: the exporter's default); an exporter that takes no ``opset``
+    is refused one. A model it cannot convert raises ``ConversionError`` naming the step
+    (anything else it raises becomes a one-line ``ConversionError`` too).
     """
 
     def export_onnx(
         self,
         native: Any,
         config: Mapping[str, Any],
-        signature: Signature | None,
+        signature: Signature,
         example: Any,
         *,
         opset: int | None = None,
@@ -216,8 +227,14 @@ class Deployer(Protocol):
     do without side effects. ``create`` and ``update`` start the change and return at once
     (status ``creating``/``updating``): ``modelpack.deploy`` waits for ``ready`` by polling
     ``get`` and, when a new deployment never becomes ready, rolls it back with ``delete``. A
-    deployer never waits on its own and never deletes on failure. ``get`` of an unknown name
-    raises ``DeploymentError`` naming it.
+    deployer never waits on its own and never deletes on failure; only a ``create``/``update``
+    call that raises undoes the steps it had made itself. ``get`` observes the change (and may
+    finish it: a blue/green swap once the new version answers) and reports the last change's
+    outcome: after an update that failed while the previous version keeps serving, ``failed``
+    with the reason, until the next change. ``get`` of an unknown name raises
+    ``DeploymentError`` naming it. Optional: ``local_state = True`` declares that the
+    deployments live on this machine, so ``list`` makes no network call (the team server lists
+    such targets).
     """
 
     name: str

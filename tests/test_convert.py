@@ -15,11 +15,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import modelpack
-from modelpack._onnx_export import sklearn_to_onnx
 from modelpack.convert import to_onnx
 from modelpack.descriptor import Descriptor
 from modelpack.errors import ConversionError, ModelExistsError, ParityError
-from modelpack.flavors.onnx import OnnxFlavor, OnnxPredictor
+from modelpack.flavors._sklearn_onnx import sklearn_to_onnx
+from modelpack.flavors.onnx import OnnxFlavor, OnnxRuntimePredictor
 from modelpack.signature import ColSpec, Schema, Signature
 from tests.flavors.torch_models import MLP, TwoInputs
 
@@ -114,7 +114,7 @@ def test_sklearn_array_model_gains_an_onnx_flavor(sklearn_model):
     assert "onnxruntime==" in (out / "requirements.txt").read_text()
 
     onnx_model = modelpack.load(out, flavor="onnx")
-    assert isinstance(onnx_model.predictor, OnnxPredictor)
+    assert isinstance(onnx_model.predictor.inner, OnnxRuntimePredictor)
     rows = RNG.normal(size=(50, 4))
     np.testing.assert_array_equal(onnx_model.predict(rows), clf.predict(rows))
     np.testing.assert_array_equal(modelpack.load(out).predict(rows), clf.predict(rows))
@@ -334,7 +334,9 @@ def test_refusals_without_output(tmp_path, sklearn_model):
     with pytest.raises(ConversionError, match="already has an onnx flavor"):
         to_onnx(out, tmp_path / "twice")
     python_model = modelpack.flavors.python.save(_Doubler(), tmp_path / "py", input_example=X[:2])
-    with pytest.raises(ConversionError, match="cannot convert a python model"):
+    with pytest.raises(
+        ConversionError, match=r"cannot convert a python model.*\(convertible: .*sklearn, torch"
+    ):
         to_onnx(python_model)
 
 

@@ -24,5 +24,5 @@ export LD_LIBRARY_PATH
     python3 -c 'import onnxruntime as o, torch; print("onnxruntime", o.__version__, o.get_available_providers()); print("torch", torch.__version__, torch.cuda.is_available())'
 } 2>&1 | tee "$OUT/env.txt"
 python3 -m pytest -p no:cacheprovider -m gpu -v -rs -W ignore::DeprecationWarning -W ignore::FutureWarning \
-    tests/servers/test_onnxruntime.py tests/test_convert.py tests/flavors/test_torch.py 2>&1 | tee "$OUT/gpu-tests.txt"
+    tests/flavors/test_onnxruntime.py tests/test_convert.py tests/flavors/test_torch.py 2>&1 | tee "$OUT/gpu-tests.txt"
 python3 benchmarks/bench_onnx.py --device cuda 2>&1 | tee "$OUT/bench-onnx-cuda.txt"

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelpack.cli import fail
+from modelpack.cli._output import fail
 from modelpack.cli._trust import TrustFlag, TrustTypes, trust_arg
 from modelpack.errors import ModelpackError, ParityError
 
@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def convert(
-    uri: Annotated[str, typer.Argument(help="Model path or URI (a sklearn or torch model).")],
+    uri: Annotated[str, typer.Argument(help="Model path or URI (its flavor must export ONNX).")],
     to: Annotated[Target, typer.Option("--to", help="Format to add.")] = Target.onnx,
     output: Annotated[
         Path | None,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelpack.plugins import Predictor
+from modelpack.predictor import EnforcingPredictor
 from modelpack.signature import Signature
 
 from ._served import ServedModel, ServeOptions
@@ -31,21 +32,29 @@ def uri_loader(
     flavor: str | None = None,
     device: str = "cpu",
 ) -> Loader:
+    """The model at ``uri`` with ``flavor`` (default: its loader) on ``device``.
+
+    ``flavor="onnx"`` is the model's onnx flavor, whose predictor runs ONNX Runtime with the
+    execution providers for ``device``; a predictor that reports its ``runtime`` (that one)
+    has it in the model's metadata.
+    """
+
     def load(options: ServeOptions, on_batch: Callable[[int], None]) -> ServedModel:
         import modelpack
 
-        if flavor == "onnx":
-            return _onnx_served(uri, device, options, on_batch)
         model = modelpack.load(uri, trust=trust, device=device, flavor=flavor)
         d = model.descriptor
         info = {
             "model_id": d.model_id,
-            "loader": d.loader,
+            "loader": model.flavor.name,
             "flavors": sorted(d.flavors),
             "created_at": d.created_at,
             "modelpack_version": d.modelpack_version,
             "metadata": d.metadata,
         }
+        runtime = getattr(_flavor_predictor(model.predictor), "runtime", None)
+        if isinstance(runtime, Mapping):
+            info["runtime"] = dict(runtime)
         served = ServedModel(
             model.predictor, model.signature, options, info=info, on_batch=on_batch
         )
@@ -55,27 +64,8 @@ def uri_loader(
     return load
 
 
-def _onnx_served(
-    uri: str, device: str, options: ServeOptions, on_batch: Callable[[int], None]
-) -> ServedModel:
-    # The model's onnx flavor on ONNX Runtime (`modelpack convert --to onnx` adds it); the
-    # predictor picks providers for the device, and is warmed up when it loads.
-    from modelpack.descriptor import Descriptor
-    from modelpack.servers.onnxruntime import load_predictor
-    from modelpack.uris import resolve
-
-    predictor = load_predictor(uri, device=device)
-    d = Descriptor.read(resolve(uri))
-    info = {
-        "model_id": d.model_id,
-        "loader": "onnx",
-        "flavors": sorted(d.flavors),
-        "created_at": d.created_at,
-        "modelpack_version": d.modelpack_version,
-        "metadata": d.metadata,
-        "runtime": {"name": "onnxruntime", "provider": predictor.provider},
-    }
-    return ServedModel(predictor, predictor.signature, options, info=info, on_batch=on_batch)
+def _flavor_predictor(predictor: Predictor) -> Predictor:
+    return predictor.inner if isinstance(predictor, EnforcingPredictor) else predictor
 
 
 # A first predict this slow is the model's own pace, not a cold start: no more warm-up calls.
@@ -98,24 +88,3 @@ def warm_up(served: ServedModel, example: Any) -> None:
         return
     for _ in range(3):
         served.predict_now(example)
-
-
-SPEC_ENV = "MODELPACK_SERVE_SPEC"
-
-
-def app_from_env() -> Any:
-    """The app of one worker process when ``--workers`` > 1 (uvicorn imports it by name)."""
-    import os
-
-    import orjson
-
-    from . import HttpServer
-
-    spec = orjson.loads(os.environ[SPEC_ENV])
-    return HttpServer().app_for_uri(
-        spec["uri"],
-        trust=spec.get("trust"),
-        flavor=spec.get("flavor"),
-        device=spec.get("device", "cpu"),
-        **spec["options"],
-    )

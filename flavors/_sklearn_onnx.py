@@ -1,50 +1,65 @@
-"""Exporters from a loaded source model to an ``onnx.ModelProto`` (skl2onnx, torch.onnx).
+"""scikit-learn to ONNX (skl2onnx): what ``SklearnFlavor.export_onnx`` runs.
 
-Each returns a graph whose outputs are those of the source flavor's predictor: the same names
-and shapes, so ``load(out, flavor="onnx").predict`` answers like ``load(out).predict``.
+The graph answers like the flavor's predictor: classifiers convert with ``zipmap=False`` and keep
+only the output the saved ``predict_method`` returns; a column signature becomes one ``(n, 1)``
+input per column (routed by name, or concatenated in front into the matrix the estimator was
+fitted on). See docs/onnx.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import tempfile
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelpack._onnx_graph import concat_columns, fresh_name, keep_outputs
-from modelpack.errors import ConversionError
+from modelpack.errors import ConversionError, MissingDependencyError
+from modelpack.flavors._onnx_export import first_line, quiet
 from modelpack.signature import ColSpec, Signature
 
 if TYPE_CHECKING:
     import onnx
 
+    from modelpack.convert import OnnxExport
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # Exporters print progress and warn about their own internals: nothing a user can act on.
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+
+def export(
+    estimator: Any, signature: Signature, predict_method: str, opset: int | None
+) -> OnnxExport:
+    """The graph of ``estimator``'s ``predict_method``, and the rows where its labels tie."""
+    from modelpack.convert import OnnxExport
+
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
+        import skl2onnx
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "converting a scikit-learn model needs skl2onnx: pip install 'modelpack[onnx]'"
+        ) from exc
+    model = sklearn_to_onnx(estimator, signature, predict_method, opset)
+    model.producer_name, model.producer_version = "skl2onnx", skl2onnx.__version__
+    return OnnxExport(model, ties=label_ties(estimator, predict_method))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+def label_ties(estimator: Any, predict_method: str) -> Callable[[Any], Any] | None:
+    """For a classifier's labels: the rows whose two likeliest classes tie exactly."""
+    if predict_method != "predict" or not hasattr(estimator, "predict_proba"):
+        return None
 
+    def ties(data: Any) -> Any:
+        if not hasattr(estimator, "feature_names_in_") and hasattr(data, "to_numpy"):
+            data = data.to_numpy()  # fitted on an array: give it one, as the predictor does
+        try:
+            proba = np.asarray(estimator.predict_proba(data), dtype=np.float64)
+        except Exception:
+            return None  # no probabilities for this model after all: compare labels as they are
+        if proba.ndim != 2 or proba.shape[1] < 2:
+            return None
+        top = np.sort(proba, axis=1)
+        return np.asarray(top[:, -1] - top[:, -2] <= 1e-12)
 
-# -- scikit-learn ------------------------------------------------------------------------------
+    return ties
+
 
 _SKLEARN_OUTPUTS = {"predict": "label", "predict_proba": "probabilities"}
 
@@ -76,7 +91,7 @@ def _skl2onnx(
     opset: int | None,
     doubles: tuple[bool, ...] = (True, False),
 ) -> onnx.ModelProto:
-    from modelpack.flavors.onnx import OnnxFlavor
+    from modelpack.flavors._onnxruntime import plain_session
 
     errors = []
     # float64 first: the same arithmetic as scikit-learn; float32 where a converter has no double.
@@ -84,7 +99,7 @@ def _skl2onnx(
     tries = [(options, d) for d in doubles] + ([(None, d) for d in doubles] if options else [])
     for options, double in tries:
         try:
-            with _quiet():
+            with quiet():
                 from skl2onnx import to_onnx
 
                 model = to_onnx(
@@ -95,12 +110,12 @@ def _skl2onnx(
                 )
                 # Some converters write double graphs ONNX Runtime refuses (tree ensembles whose
                 # ai.onnx.ml opset has no double): those take the float32 way too.
-                OnnxFlavor().wrap(model, {})
+                plain_session(model.SerializeToString())
                 return model
         except ConversionError:
             raise
         except Exception as exc:
-            errors.append(_first_line(exc))
+            errors.append(first_line(exc))
     raise ConversionError(
         f"skl2onnx cannot convert {type(estimator).__name__}: {errors[-1]}", errors=errors
     )
@@ -226,89 +241,3 @@ def _skl_type(dtype: str, shape: list[int | None], double: bool, name: str) -> A
     if dtype == "bool":
         return t.BooleanTensorType(shape)
     raise ConversionError(f"input {name!r} of type {dtype} has no ONNX equivalent in skl2onnx")
-
-
-# -- torch --------------------------------------------------------------------------------------
-
-
-def torch_to_onnx(
-    module: Any, signature: Signature, sample: Any, outputs: list[str], opset: int | None
-) -> onnx.ModelProto:
-    import torch
-
-    specs = signature.inputs.tensors
-    if not specs:
-        raise ConversionError("a torch model converts from a tensor signature, not columns")
-    names = [s.name or f"input_{i}" for i, s in enumerate(specs)]
-    first = next((p for p in module.parameters() if p.is_floating_point()), None)
-
-    def tensor(value: Any) -> torch.Tensor:
-        t = torch.from_numpy(np.array(value))
-        return t.to(first.dtype) if first is not None and t.is_floating_point() else t
-
-    as_kwargs = isinstance(sample, Mapping)
-    feeds = {n: tensor(sample[n]) for n in names} if as_kwargs else {names[0]: tensor(sample)}
-    args = () if as_kwargs else (feeds[names[0]],)
-    kwargs = feeds if as_kwargs else {}
-    batch = torch.export.Dim.DYNAMIC
-    dynamic: Any = {n: {0: batch} for n in names} if as_kwargs else ({0: batch},)
-    with contextlib.suppress(NotImplementedError):  # an exported program's module: no eval()
-        module = module.eval()
-    try:
-        with _quiet():
-            program = torch.onnx.export(
-                module,
-                args,
-                kwargs=kwargs,
-                dynamo=True,
-                dynamic_shapes=dynamic,
-                input_names=None if as_kwargs else names,
-                output_names=outputs,
-                opset_version=opset,
-                verbose=False,
-            )
-        if program is None:
-            raise RuntimeError("torch.onnx.export returned no program")
-        model = program.model_proto
-    except Exception as exc:
-        model = _torchscript_export(
-            module, args or tuple(feeds.values()), names, outputs, opset, exc
-        )
-    if len(model.graph.output) != len(outputs):
-        raise ConversionError(
-            f"the exported graph has {len(model.graph.output)} outputs, the module returns "
-            f"{len(outputs)}; nested outputs are not supported"
-        )
-    return model
-
-
-def _torchscript_export(
-    module: Any,
-    args: tuple[Any, ...],
-    names: list[str],
-    outputs: list[str],
-    opset: int | None,
-    first: BaseException,
-) -> onnx.ModelProto:
-    import onnx
-    import torch
-
-    try:
-        with _quiet(), tempfile.TemporaryDirectory(prefix="modelpack-export-") as tmp:
-            file = Path(tmp) / "model.onnx"
-            torch.onnx.export(
-                module,
-                args,
-                file,
-                dynamo=False,
-                input_names=names,
-                output_names=outputs,
-                dynamic_axes={n: {0: "batch"} for n in [*names, *outputs]},
-                opset_version=opset or 17,
-            )
-            return onnx.load(str(file))
-    except Exception as exc:
-        raise ConversionError(
-            f"torch.onnx cannot export {type(module).__name__}: {_first_line(first)} "
-            f"(the TorchScript exporter also failed: {_first_line(exc)})"
-        ) from exc
