@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from modelpack.artifacts import _staging, blob_key, cache_root, safe_relpath
+from modelpack._artifact_paths import _staging, blob_key, cache_root, safe_relpath
 from modelpack.descriptor import DESCRIPTOR, Descriptor, verify_manifest
 from modelpack.errors import ArtifactError, MissingDependencyError, ModelNotFoundError
 

@@ -11,10 +11,14 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Protocol
 
+from modelpack._artifact_paths import _staging
+from modelpack._artifact_paths import blob_key as blob_key
+from modelpack._artifact_paths import cache_root as cache_root
+from modelpack._artifact_paths import safe_relpath as safe_relpath
 from modelpack._fs import leftovers, remove, sha256_file
 from modelpack.descriptor import DESCRIPTOR, Descriptor, verify_manifest
 from modelpack.errors import ArtifactError, IntegrityError, UnsafePathError
@@ -32,28 +36,6 @@ class ArtifactStore(Protocol):
     def get_file(self, sha256: str, dest: Path) -> None: ...
 
     def local_path(self, sha256: str) -> Path | None: ...
-
-
-def blob_key(sha256: str) -> str:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
-        raise UnsafePathError(f"not a sha256 hex digest: {sha256!r}")
-    return f"sha256/{sha256[:2]}/{sha256}"
-
-
-def safe_relpath(path: str) -> str:
-    """``path`` as a normalized relative POSIX path; absolute paths and ``..`` are refused."""
-    if not path or "\x00" in path:
-        raise UnsafePathError(f"artifact path {path!r} is empty or contains a NUL byte")
-    posix = path.replace("\\", "/")
-    pure = PurePosixPath(posix)
-    if pure.is_absolute() or (len(posix) > 1 and posix[1] == ":"):
-        raise UnsafePathError(f"artifact path {path!r} is absolute; give a relative path")
-    if ".." in pure.parts:
-        raise UnsafePathError(f"artifact path {path!r} climbs out of its root with '..'")
-    parts = [p for p in pure.parts if p != "."]
-    if not parts:
-        raise UnsafePathError(f"artifact path {path!r} names no file")
-    return "/".join(parts)
 
 
 class LocalArtifactStore:
@@ -135,12 +117,6 @@ def check_manifest_paths(descriptor: Descriptor) -> None:
             raise UnsafePathError(f"manifest path {rel!r} is not a plain relative file path")
 
 
-def cache_root() -> Path:
-    from modelpack.store.db import home
-
-    return home() / "cache"
-
-
 def put_tree(store: ArtifactStore, root: Path) -> dict[str, tuple[str, int]]:
     """Store every file under ``root``; return relative path -> (sha256, size)."""
     from modelpack._fs import hash_files, walk_files
@@ -214,20 +190,3 @@ def _fetch(store: ArtifactStore, sha256: str, dest: Path) -> None:
             os.link(local, dest)
             return
     store.get_file(sha256, dest)
-
-
-@contextlib.contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove(leftovers(target.parent, name=target.name))
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():  # not a lost race with another process: a real error
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

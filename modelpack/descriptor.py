@@ -7,7 +7,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import yaml
@@ -15,6 +15,9 @@ import yaml
 from modelpack._fs import atomic_write_bytes, hash_files, walk_files
 from modelpack._version import __version__
 from modelpack.errors import FormatVersionError, IntegrityError, InvalidModelError
+
+if TYPE_CHECKING:
+    from modelpack.signature import Signature
 
 DESCRIPTOR = "modelpack.yaml"
 # libyaml's safe loader/dumper when present: ~8x faster than the pure-Python ones.
@@ -47,6 +50,19 @@ class Descriptor:
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
     modelpack_version: str = __version__
+
+    @property
+    def model_signature(self) -> Signature | None:
+        """``signature`` parsed into a :class:`Signature` (once per descriptor)."""
+        if self.signature is None:
+            return None
+        cached: tuple[dict[str, Any], Signature] | None = self.__dict__.get("_parsed_signature")
+        if cached is None or cached[0] is not self.signature:
+            from modelpack.signature import Signature
+
+            cached = (self.signature, Signature.from_dict(self.signature))
+            self.__dict__["_parsed_signature"] = cached
+        return cached[1]
 
     def to_dict(self) -> dict[str, Any]:
         return {

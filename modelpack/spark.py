@@ -19,6 +19,7 @@ from modelpack.trust import TrustArg, legacy
 
 if TYPE_CHECKING:
     from modelpack.model import Model
+    from modelpack.signature import Signature
 
 
 def _pyspark() -> Any:
@@ -65,7 +66,7 @@ def udf(
     from modelpack.uris import resolve
 
     path = resolve(Path(model_uri) if isinstance(model_uri, os.PathLike) else model_uri)
-    names = list(columns) if columns else _input_names(Descriptor.read(path).signature)
+    names = list(columns) if columns else _input_names(Descriptor.read(path).model_signature)
     from modelpack.model import check_trust
 
     trust = legacy(trust, trust_pickle)
@@ -89,10 +90,10 @@ def udf(
     return pandas_udf(predict, returnType=result_type)
 
 
-def _input_names(signature: dict[str, Any] | None) -> list[str]:
-    if not signature or signature["inputs"].get("type") != "columns":
+def _input_names(signature: Signature | None) -> list[str]:
+    if signature is None or signature.inputs.is_tensor:
         return []
-    return [c["name"] for c in signature["inputs"]["columns"]]
+    return [c.name for c in signature.inputs.columns]
 
 
 def _ship(spark: Any, path: Path) -> str:
@@ -125,7 +126,7 @@ def _frame(batch: Any, names: Sequence[str]) -> pd.DataFrame:
 
 
 def _score(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
-    from modelpack.batch._scoring import predictions_table
+    from modelpack.batch import predictions_table
 
     return predictions_table(model.predict(frame), len(frame)).to_pandas()
 
@@ -143,7 +144,7 @@ def score_files(
     trust: TrustArg = None,
 ) -> int:
     """``modelpack batch --engine spark``: read, score with :func:`udf`, write part files."""
-    from modelpack.batch._io import format_of
+    from modelpack.batch import format_of
     from modelpack.descriptor import Descriptor
     from modelpack.uris import resolve
 
@@ -156,7 +157,9 @@ def score_files(
     reader = session.read.option("header", "true").option("inferSchema", "true")
     frame = reader.format(_SPARK_FORMATS[in_fmt]).load(input)
     names = (
-        list(columns) if columns else _input_names(Descriptor.read(resolve(model_uri)).signature)
+        list(columns)
+        if columns
+        else _input_names(Descriptor.read(resolve(model_uri)).model_signature)
     )
     features = names or [c for c in frame.columns if c not in passthrough]
     f = udf(session, model_uri, "double", columns=features, trust=trust)

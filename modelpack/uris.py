@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -19,15 +20,23 @@ def register_scheme(scheme: str, resolver: Resolver) -> None:
     _RESOLVERS[scheme] = resolver
 
 
-def _builtin(scheme: str) -> Resolver | None:
-    # Imported on first use: the registry pulls in SQLAlchemy, S3 pulls in boto3.
-    if scheme not in ("models", "runs", "s3"):
-        return None
-    from modelpack import _resolvers
+# The built-in schemes, named like entry points and imported on first use: the registry pulls
+# in SQLAlchemy, S3 pulls in boto3. Named, not imported, because they sit above this module
+# (the registry resolves the URIs it is given), so importing them here would be a cycle.
+_BUILTIN = {
+    "models": "modelpack._resolvers:resolve_models",
+    "runs": "modelpack._resolvers:resolve_runs",
+    "s3": "modelpack._resolvers:resolve_s3",
+}
 
-    for name in ("models", "runs", "s3"):
-        _RESOLVERS.setdefault(name, getattr(_resolvers, f"resolve_{name}"))
-    return _RESOLVERS[scheme]
+
+def _builtin(scheme: str) -> Resolver | None:
+    target = _BUILTIN.get(scheme)
+    if target is None:
+        return None
+    module, _, attr = target.partition(":")
+    resolver: Resolver = getattr(importlib.import_module(module), attr)
+    return _RESOLVERS.setdefault(scheme, resolver)
 
 
 def resolve(uri: str | Path) -> Path:
@@ -41,7 +50,7 @@ def resolve(uri: str | Path) -> Path:
         return _local(Path(path).expanduser(), text)
     resolver = _RESOLVERS.get(scheme) or _builtin(scheme)
     if resolver is None:
-        schemes = sorted({*_RESOLVERS, "models", "runs", "s3"})
+        schemes = sorted({*_RESOLVERS, *_BUILTIN})
         known = ", ".join(["a path", "file://", *(f"{s}:" for s in schemes)])
         raise ModelNotFoundError(f"cannot resolve {text!r}: unknown URI scheme (known: {known})")
     return resolver(text)

@@ -69,7 +69,6 @@ def score(
     (their output columns only) and waiting for an earlier chunk to be written.
     """
     from modelpack.descriptor import Descriptor
-    from modelpack.signature import Signature
     from modelpack.uris import resolve
 
     if on_error not in ON_ERROR:
@@ -80,8 +79,7 @@ def score(
     out = str(output)
     out_format = _io.format_of(out, format) or source.fmt
     model_path = resolve(Path(model_uri) if isinstance(model_uri, os.PathLike) else model_uri)
-    descriptor = Descriptor.read(model_path)
-    signature = Signature.from_dict(descriptor.signature) if descriptor.signature else None
+    signature = Descriptor.read(model_path).model_signature
     features = list(columns) if columns else _signature_columns(signature)
     trust = legacy(trust, trust_pickle)
     text_types = _text_types(signature, features) if source.fmt == "csv" else {}

@@ -7,6 +7,8 @@ import warnings
 
 import typer
 
+from modelpack.cli._output import USER_ERROR_EXIT
+from modelpack.cli._output import fail as fail  # deprecated here: import from cli._output
 from modelpack.errors import ModelpackError
 
 app = typer.Typer(
@@ -16,13 +18,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-USER_ERROR_EXIT = 2
-
-
-def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
-    typer.echo(f"error [{error.code}]: {error.message}", err=True)
-    return typer.Exit(exit_code)
 
 
 _registered = False

@@ -9,6 +9,16 @@ from typing import Any
 import orjson
 import typer
 
+from modelpack.errors import ModelpackError
+
+USER_ERROR_EXIT = 2
+
+
+def fail(error: ModelpackError, exit_code: int = USER_ERROR_EXIT) -> typer.Exit:
+    """Print ``error [code]: message`` on stderr; raise what this returns to exit."""
+    typer.echo(f"error [{error.code}]: {error.message}", err=True)
+    return typer.Exit(exit_code)
+
 
 def echo_json(obj: Any) -> None:
     typer.echo(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode())

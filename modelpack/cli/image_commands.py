@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from modelpack.cli import fail
+from modelpack.cli._output import fail
 from modelpack.cli._trust import TrustFlag, TrustTypes, trust_arg
 from modelpack.errors import ModelpackError
 

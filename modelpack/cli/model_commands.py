@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import io
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
 
-from modelpack.cli import fail
+from modelpack.cli._input import read_input
+from modelpack.cli._output import fail
 from modelpack.cli._trust import TrustFlag, TrustPickle, TrustTypes, trust_arg
 from modelpack.errors import (
     IntegrityError,
-    InvalidInputError,
     ModelpackError,
     PredictionError,
 )
@@ -129,36 +127,6 @@ def verify_model(
     )
 
 
-def _read_input(file: Path) -> Any:
-    import pandas as pd
-
-    from modelpack.payload import decode
-
-    if str(file) == "-":
-        raw = sys.stdin.buffer.read()
-    else:
-        if not file.is_file():
-            raise InvalidInputError(f"input file {file} does not exist")
-        raw = file.read_bytes()
-    if file.suffix.lower() == ".csv" or (
-        file.suffix.lower() != ".json" and raw.lstrip()[:1] not in (b"{", b"[")
-    ):
-        try:
-            return pd.read_csv(io.BytesIO(raw))
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise InvalidInputError(f"{file}: not valid CSV ({exc})") from exc
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInputError(f"{file}: not valid JSON ({exc})") from exc
-    if isinstance(body, list):
-        body = (
-            {"dataframe_records": body} if body and isinstance(body[0], dict) else {"inputs": body}
-        )
-    data, _ = decode(body)
-    return data
-
-
 def predict(
     model_uri: Annotated[str, typer.Option("-m", "--model-uri", help="Model path or URI.")],
     input_file: Annotated[
@@ -175,7 +143,7 @@ def predict(
     import modelpack
     from modelpack.payload import to_jsonable
 
-    data = _read_input(input_file)
+    data = read_input(input_file)
     model = modelpack.load(model_uri, trust=trust_arg(trust, trust_type, trust_pickle))
     try:
         predictions = model.predict(data)

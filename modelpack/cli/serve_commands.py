@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelpack.cli import fail
+from modelpack.cli._output import fail
 from modelpack.cli._trust import TrustFlag, TrustPickle, TrustTypes, trust_arg
 from modelpack.errors import InvalidModelError, ModelpackError, UntrustedModelError
 

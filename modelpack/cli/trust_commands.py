@@ -7,7 +7,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from modelpack.cli import fail
+from modelpack.cli._output import fail
 from modelpack.errors import IntegrityError, ModelNotFoundError
 
 trust_app = typer.Typer(

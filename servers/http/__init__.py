@@ -40,11 +40,9 @@ class HttpServer:
 
         ``flavor="onnx"`` serves the model's onnx flavor on ONNX Runtime on ``device``.
         """
-        from ._loading import uri_loader
-        from ._run import serve_options
+        from ._run import app_for_uri
 
-        loader = uri_loader(uri, trust=trust, flavor=flavor, device=device)
-        return self._build(loader, serve_options(options))
+        return app_for_uri(uri, trust=trust, flavor=flavor, device=device, **options)
 
     def run(self, uri: str, settings: ServeSettings) -> None:
         """Serve the model at ``uri`` with uvicorn until told to stop (SIGTERM drains)."""

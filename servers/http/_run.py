@@ -19,8 +19,6 @@ def run(uri: str, settings: ServeSettings) -> None:
     import orjson
     import uvicorn
 
-    from . import HttpServer
-    from ._loading import SPEC_ENV
     from ._protocol import NoDelayHttpProtocol
 
     given = dict(settings.options)
@@ -53,13 +51,13 @@ def run(uri: str, settings: ServeSettings) -> None:
         }
         os.environ[SPEC_ENV] = orjson.dumps(spec).decode()
         uvicorn.run(
-            "modelpack.servers.http._loading:app_from_env",
+            "modelpack.servers.http._run:app_from_env",
             factory=True,
             workers=settings.workers,
             **common,
         )
         return
-    app = HttpServer().app_for_uri(
+    app = app_for_uri(
         uri,
         trust=settings.trust,
         flavor=settings.flavor,
@@ -80,6 +78,39 @@ def run(uri: str, settings: ServeSettings) -> None:
     if isinstance(error, ModelpackError):
         raise error
     raise PredictionError(f"the model failed to load: {error}") from error
+
+
+SPEC_ENV = "MODELPACK_SERVE_SPEC"
+
+
+def app_for_uri(
+    uri: str,
+    *,
+    trust: bool | list[str] | None = None,
+    flavor: str | None = None,
+    device: str = "cpu",
+    **options: Any,
+) -> Any:
+    """An ASGI app that loads the model at ``uri`` when it starts (``/ping`` 503 until then)."""
+    from ._app import ModelServer, build_app
+    from ._loading import uri_loader
+
+    loader = uri_loader(uri, trust=trust, flavor=flavor, device=device)
+    return build_app(ModelServer(loader, serve_options(options)))
+
+
+def app_from_env() -> Any:
+    """The app of one worker process when ``--workers`` > 1 (uvicorn imports it by name)."""
+    import orjson
+
+    spec = orjson.loads(os.environ[SPEC_ENV])
+    return app_for_uri(
+        spec["uri"],
+        trust=spec.get("trust"),
+        flavor=spec.get("flavor"),
+        device=spec.get("device", "cpu"),
+        **spec["options"],
+    )
 
 
 def serve_options(given: dict[str, Any]) -> ServeOptions:

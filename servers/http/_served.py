@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 
 from modelpack.errors import ModelpackError, PredictionError
-from modelpack.plugins import Predictor, takes_params
+from modelpack.plugins import Predictor
+from modelpack.predictor import EnforcingPredictor
 from modelpack.signature import Signature
 
 from ._batching import BatchingPredictor, rows_of
@@ -93,6 +95,21 @@ class ServeOptions:
     freeze_heap: bool = False
 
 
+@contextlib.contextmanager
+def _model_failures(*, traceback: bool) -> Iterator[None]:
+    """A model's own exception becomes ``PredictionError`` (a 500 that names it), logged."""
+    try:
+        yield
+    except ModelpackError:
+        raise
+    except Exception as exc:
+        if traceback:
+            log.exception("the model failed to predict")
+        else:
+            log.error("the model failed to predict: %r", exc)
+        raise PredictionError(f"the model failed: {type(exc).__name__}: {exc}") from exc
+
+
 class ServedModel:
     def __init__(
         self,
@@ -103,18 +120,19 @@ class ServedModel:
         info: Mapping[str, Any] | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
-        self.predictor = predictor
+        # The decoder checks requests against the signature as it decodes them; the predictor
+        # is then called with checked input (``call``), params only when it declares them.
+        self.predictor = EnforcingPredictor(predictor, signature)
         self.signature = signature
         self.info = dict(info or {})
         self.decoder = InvocationDecoder(signature)
         self._on_batch = on_batch
-        self._takes_params = takes_params(predictor)
         self.inline_policy = InlinePolicy()
         # Where each request's predict ran (the event loop only ever touches this).
         self.placed = dict.fromkeys(("event_loop", "thread", "batcher"), 0)
         self.batcher = (
             BatchingPredictor(
-                predictor,
+                self.predictor.inner,  # merged requests were each checked when decoded
                 max_batch_size=options.max_batch_size,
                 max_latency_ms=options.max_latency_ms,
                 max_queue_size=options.max_queue_size,
@@ -136,14 +154,8 @@ class ServedModel:
             self._on_batch(rows_of(data) or 1)
         start = time.perf_counter()
         try:
-            if params and self._takes_params:
-                return self.predictor.predict(data, params=dict(params))
-            return self.predictor.predict(data)
-        except ModelpackError:
-            raise
-        except Exception as exc:
-            log.exception("the model failed to predict")
-            raise PredictionError(f"the model failed: {type(exc).__name__}: {exc}") from exc
+            with _model_failures(traceback=True):
+                return self.predictor.call(data, params)
         finally:
             if timed:
                 self.inline_policy.record(time.perf_counter() - start)
@@ -152,13 +164,8 @@ class ServedModel:
         """Predict in the batcher's thread, a worker thread, or inline when quick and small."""
         if self.batcher is not None and not params:
             self.placed["batcher"] += 1
-            try:
+            with _model_failures(traceback=False):  # one batch failing fails all its requests
                 return await self.batcher.predict_async(data)
-            except ModelpackError:
-                raise
-            except Exception as exc:
-                log.error("the model failed to predict: %r", exc)
-                raise PredictionError(f"the model failed: {type(exc).__name__}: {exc}") from exc
         rows = rows_of(data)
         if rows is not None and rows <= _INLINE_ROWS and self.inline_policy.inline():
             self.placed["event_loop"] += 1

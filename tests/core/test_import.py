@@ -20,6 +20,9 @@ HEAVY = (
     "sqlalchemy",
     "starlette",
     "pandas",
+    "xgboost",
+    "lightgbm",
+    "pyarrow",
 )
 
 

@@ -178,7 +178,7 @@ def test_named_numeric_frames_skip_the_per_call_name_check_and_answer_the_same(
     loaded = modelpack.load(path)
     for rows in (frame.head(1), frame.head(3), frame):  # mixed int/float columns
         np.testing.assert_array_equal(loaded.predict(rows), getattr(model, method)(rows))
-    predictor = loaded.predictor
+    predictor = loaded.predictor.inner
     assert isinstance(predictor, modelpack.flavors.sklearn.SklearnPredictor)
     assert predictor._verified, "the fast path was not taken"
     # The estimator handed back to the user still checks names.
@@ -191,8 +191,8 @@ def test_columns_read_by_name_keep_the_named_path(tmp_path, pipeline):
     model, frame = pipeline
     loaded = modelpack.load(modelpack.save(model, tmp_path / "m", input_example=frame.head(2)))
     np.testing.assert_array_equal(loaded.predict(frame), model.predict(frame))
-    assert isinstance(loaded.predictor, modelpack.flavors.sklearn.SklearnPredictor)
-    assert loaded.predictor._unnamed is None
+    assert isinstance(loaded.predictor.inner, modelpack.flavors.sklearn.SklearnPredictor)
+    assert loaded.predictor.inner._unnamed is None
 
 
 def test_user_code_and_pandas_output_keep_the_named_path(tmp_path):
