@@ -17,7 +17,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-BUILTIN_FLAVORS = {"sklearn", "torch", "onnx", "python"}
+BUILTIN_FLAVORS = {"sklearn", "torch", "onnx", "python", "xgboost", "lightgbm"}
 THIRDPARTY_DIST = "mp-thirdparty-flavor"
 
 Run = Callable[..., str]
