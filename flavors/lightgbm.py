@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from modelpack.flavors import _boosting
 from modelpack.model import load_native, save_with
 from modelpack.plugins import SPECIFIC, LoadOptions
 from modelpack.trust import TrustArg
+
+if TYPE_CHECKING:
+    from modelpack.convert import OnnxExport
+    from modelpack.signature import Signature
 
 FILE = "model.txt"
 WRAPPERS = ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")
@@ -110,6 +114,25 @@ class LightGBMFlavor:
 
     def wrap(self, obj: Any, config: Mapping[str, Any]) -> LightGBMPredictor:
         return LightGBMPredictor(obj.booster_ if config.get("wrapper") else obj, config)
+
+    def export_onnx(
+        self,
+        native: Any,
+        config: Mapping[str, Any],
+        signature: Signature,
+        example: Any,
+        *,
+        opset: int | None = None,
+    ) -> OnnxExport:
+        """onnxmltools' graph of the saved ``predict_method`` (``flavors/_boosting_onnx.py``)."""
+        from modelpack.flavors import _boosting_onnx
+
+        booster = native.booster_ if hasattr(native, "booster_") else native
+        proba = None
+        if config.get("classes") is not None:
+            as_proba = {**config, "predict_method": "predict_proba"}
+            proba = LightGBMPredictor(booster, as_proba).predict
+        return _boosting_onnx.export("lightgbm", booster, config, signature, opset, proba)
 
 
 def _categories(booster: Any, names: list[str]) -> dict[str, list[Any]]:

@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelpack.errors import InvalidModelError
 from modelpack.flavors import _boosting
 from modelpack.model import load_native, save_with
 from modelpack.plugins import SPECIFIC, LoadOptions
 from modelpack.trust import TrustArg
+
+if TYPE_CHECKING:
+    from modelpack.convert import OnnxExport
+    from modelpack.signature import Signature
 
 FILE = "model.ubj"
 # Wrappers XGBoost itself rebuilds with ``cls()`` + ``load_model`` (its documented path).
@@ -110,6 +114,23 @@ class XGBoostFlavor:
 
     def wrap(self, obj: Any, config: Mapping[str, Any]) -> XGBoostPredictor:
         return XGBoostPredictor(obj, config)
+
+    def export_onnx(
+        self,
+        native: Any,
+        config: Mapping[str, Any],
+        signature: Signature,
+        example: Any,
+        *,
+        opset: int | None = None,
+    ) -> OnnxExport:
+        """onnxmltools' graph of the saved ``predict_method`` (``flavors/_boosting_onnx.py``)."""
+        from modelpack.flavors import _boosting_onnx
+
+        proba = None
+        if config.get("classes") is not None:
+            proba = XGBoostPredictor(native, {**config, "predict_method": "predict_proba"}).predict
+        return _boosting_onnx.export("xgboost", native, config, signature, opset, proba)
 
 
 def _plain_list(values: Any) -> list[str] | None:

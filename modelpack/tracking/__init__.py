@@ -5,6 +5,7 @@ Imported on first use of a tracking name from ``modelpack``; imports no ML libra
 
 from __future__ import annotations
 
+from modelpack.tracking._autolog import autolog
 from modelpack.tracking._store import Metric, Run
 from modelpack.tracking.fluent import (
     ActiveRun,
@@ -26,7 +27,6 @@ from modelpack.tracking.fluent import (
     start_run,
 )
 from modelpack.tracking.hooks import add_hook, reload_plugins, remove_hook
-from modelpack.tracking.sklearn import autolog
 
 __all__ = [
     "ActiveRun",

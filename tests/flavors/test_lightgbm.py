@@ -280,3 +280,73 @@ def test_served_over_http_answers_the_same(zoo: dict[str, Case]) -> None:
         response = httpx.post(url + "/invocations", json={"dataframe_split": records}, timeout=30)
     assert response.status_code == 200, response.text
     assert response.json()["predictions"] == case.expected[:12].tolist()
+
+
+# ONNX export (onnxmltools): the parity gate with the default tolerances, then one served answer.
+def _plain() -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"a": rng.normal(size=N_ROWS), "b": rng.normal(size=N_ROWS)})
+    frame["n"] = np.arange(N_ROWS) % 5
+    frame.loc[::7, "a"] = np.nan
+    score = frame["a"].fillna(0) + 0.5 * frame["b"] + 0.2 * frame["n"]
+    multi = np.digitize(score, np.quantile(score, [1 / 3, 2 / 3]))
+    return frame, (score > 0.4).to_numpy(dtype=int), multi, score.to_numpy()
+
+
+PLAIN, PLAIN_BINARY, PLAIN_MULTI, PLAIN_TARGET = _plain()
+WORDS = np.array(["low", "mid", "high"])[PLAIN_MULTI]
+
+
+ONNX_CASES = [
+    *(
+        (f"binary-{m}", lambda: _lgbm(lightgbm.LGBMClassifier).fit(PLAIN, PLAIN_BINARY), m)
+        for m in ("predict", "predict_proba", "predict_raw")
+    ),
+    *(
+        (f"multiclass-{m}", lambda: _lgbm(lightgbm.LGBMClassifier).fit(PLAIN, PLAIN_MULTI), m)
+        for m in ("predict", "predict_proba", "predict_raw")
+    ),
+    ("string-labels", lambda: _lgbm(lightgbm.LGBMClassifier).fit(PLAIN, WORDS), "predict"),
+    ("regressor", lambda: _lgbm(lightgbm.LGBMRegressor).fit(PLAIN, PLAIN_TARGET), "predict"),
+    (
+        "booster-binary",
+        lambda: lightgbm.train(
+            {"objective": "binary", "verbose": -1}, lightgbm.Dataset(PLAIN, PLAIN_BINARY), TREES
+        ),
+        "predict",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case_id", "fit", "method"), ONNX_CASES, ids=[c[0] for c in ONNX_CASES])
+def test_onnx_conversion_passes_the_parity_gate(
+    case_id: str, fit: Callable[[], Any], method: str, tmp_path: Path
+) -> None:
+    from modelpack.convert import to_onnx
+
+    model = fit()
+    source = lgb_flavor.save(model, tmp_path / "m", predict_method=method, input_example=PLAIN[:5])
+    out = to_onnx(source)
+    config = Descriptor.read(out).flavors["onnx"]
+    assert config["converter"]["tool"] == "onnxmltools"
+    assert all(d["mismatched"] == 0 for d in config["parity"]["outputs"].values())
+    expected = np.asarray(modelpack.load(source).predict(PLAIN))
+    got = np.asarray(modelpack.load(out, flavor="onnx").predict(PLAIN))
+    assert got.shape == expected.shape
+    if expected.dtype.kind in "iUO":
+        assert got.tolist() == expected.tolist()
+    else:
+        assert got.dtype == np.float64  # as LightGBM answers
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_refuses_raw_scores_it_cannot_produce(tmp_path: Path) -> None:
+    from modelpack.convert import to_onnx
+    from modelpack.errors import ConversionError
+
+    model = _lgbm(lightgbm.LGBMRegressor, objective="poisson").fit(PLAIN, np.abs(PLAIN_TARGET))
+    path = lgb_flavor.save(
+        model, tmp_path / "m", predict_method="predict_raw", input_example=PLAIN[:5]
+    )
+    with pytest.raises(ConversionError, match="raw scores.*poisson"):
+        to_onnx(path)

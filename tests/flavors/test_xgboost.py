@@ -278,3 +278,65 @@ def test_served_over_http_answers_the_same(zoo: dict[str, Case]) -> None:
     assert response.status_code == 200, response.text
     got = np.asarray(response.json()["predictions"], dtype=case.expected.dtype)
     assert np.array_equal(got, case.expected[:12])
+
+
+# ONNX export (onnxmltools): the parity gate with the default tolerances, then one served answer.
+PLAIN = FRAME[["a", "b"]].assign(n=np.arange(N_ROWS) % 5)  # numeric columns, NaN in "a"
+
+ONNX_CASES = [
+    *(
+        (f"binary-{m}", lambda: xgboost.XGBClassifier(n_estimators=TREES).fit(PLAIN, BINARY), m)
+        for m in ("predict", "predict_proba", "predict_raw")
+    ),
+    *(
+        (f"multiclass-{m}", lambda: xgboost.XGBClassifier(n_estimators=TREES).fit(PLAIN, MULTI), m)
+        for m in ("predict", "predict_proba", "predict_raw")
+    ),
+    ("regressor", lambda: xgboost.XGBRegressor(n_estimators=TREES).fit(PLAIN, TARGET), "predict"),
+    (
+        "booster-binary",
+        lambda: xgboost.train(
+            {"objective": "binary:logistic"}, xgboost.DMatrix(PLAIN, label=BINARY), TREES
+        ),
+        "predict",
+    ),
+    (
+        "booster-multiclass-raw",
+        lambda: xgboost.train(
+            {"objective": "multi:softprob", "num_class": 3},
+            xgboost.DMatrix(PLAIN, label=MULTI),
+            TREES,
+        ),
+        "predict_raw",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case_id", "fit", "method"), ONNX_CASES, ids=[c[0] for c in ONNX_CASES])
+def test_onnx_conversion_passes_the_parity_gate(
+    case_id: str, fit: Callable[[], Any], method: str, tmp_path: Path
+) -> None:
+    from modelpack.convert import to_onnx
+
+    model = fit()
+    source = xgb_flavor.save(model, tmp_path / "m", predict_method=method, input_example=PLAIN[:5])
+    out = to_onnx(source)
+    config = Descriptor.read(out).flavors["onnx"]
+    assert config["converter"]["tool"] == "onnxmltools"
+    assert all(d["mismatched"] == 0 for d in config["parity"]["outputs"].values())
+    expected = np.asarray(modelpack.load(source).predict(PLAIN))
+    got = np.asarray(modelpack.load(out, flavor="onnx").predict(PLAIN))
+    assert got.shape == expected.shape
+    if method == "predict" and expected.dtype.kind == "i":
+        assert np.array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_onnx_refuses_categorical_features(zoo: dict[str, Case]) -> None:
+    from modelpack.convert import to_onnx
+    from modelpack.errors import ConversionError
+
+    path = zoo["binary-frame-predict"].path
+    with pytest.raises(ConversionError, match=r"XGBClassifier \(xgboost\).*categorical.*colour"):
+        to_onnx(path, path.parent / "refused")

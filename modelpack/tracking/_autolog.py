@@ -1,0 +1,160 @@
+"""``autolog()``: every autolog integration whose library is installed, switched on or off.
+
+The integrations (``tracking/sklearn.py``, ``tracking/xgboost.py``, ``tracking/lightgbm.py``)
+are imported here, on the call, and each imports its library only when it patches it. Also what
+the gradient-boosting integrations share: one logged training per outermost ``fit`` or
+``train``, and the patches they undo.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import importlib.util
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from modelpack.errors import MissingDependencyError
+from modelpack.tracking import fluent
+from modelpack.tracking.sklearn import _in_fit, _safely
+
+T = TypeVar("T")
+# The boosting integrations patch first: scikit-learn's then leaves their wrappers' fit alone.
+_INTEGRATIONS = ("xgboost", "lightgbm", "sklearn")
+# True inside a boosting wrapper's logged fit: its inner ``train`` only adds the metrics callback.
+_in_boosting_fit: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "modelpack_in_boosting_fit", default=False
+)
+
+
+def autolog(
+    *,
+    disable: bool = False,
+    log_models: bool = True,
+    max_tuning_runs: int | None = 5,
+    experiment: str | None = None,
+) -> None:
+    """Log every training of the installed libraries (scikit-learn, XGBoost, LightGBM) to the
+    active run, or to a new run when none is active.
+
+    scikit-learn: every ``fit`` (see ``modelpack.tracking.sklearn.autolog``). XGBoost and
+    LightGBM: ``train`` and the wrappers' ``fit``, with per-iteration eval metrics as steps and
+    feature importances as JSON artifacts. ``autolog(disable=True)`` restores them all.
+    """
+    enabled = []
+    for library in _INTEGRATIONS:
+        if not disable and importlib.util.find_spec(library) is None:
+            continue
+        integration = importlib.import_module(f"modelpack.tracking.{library}")
+        options: dict[str, Any] = {"log_models": log_models, "experiment": experiment}
+        if library == "sklearn":
+            options["max_tuning_runs"] = max_tuning_runs
+        integration.autolog(disable=disable, **options)
+        enabled.append(library)
+    if not enabled:
+        raise MissingDependencyError(
+            "autolog() needs scikit-learn, XGBoost or LightGBM: pip install 'modelpack[sklearn]'"
+        )
+
+
+class Patches:
+    """Attributes replaced on library objects, restored by ``undo``."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, str, Any]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._done)
+
+    def replace(self, owner: Any, name: str, new: Any) -> None:
+        self._done.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, new)
+
+    def undo(self) -> None:
+        while self._done:
+            owner, name, original = self._done.pop()
+            setattr(owner, name, original)
+
+
+def subclasses(base: type) -> list[type]:
+    found = [base]
+    direct: list[type] = type.__subclasses__(base)
+    for sub in direct:
+        found.extend(c for c in subclasses(sub) if c not in found)
+    return found
+
+
+def logged_training(
+    run_name: str,
+    experiment: str | None,
+    train: Callable[[], T],
+    log: Callable[[T], None],
+    *,
+    boosting_fit: bool = False,
+) -> T:
+    """``train()`` in the active run (or a new one, ended with the training's outcome); then
+    ``log(result)``. Trainings nested inside it (a wrapper's inner ``train``, a Pipeline's step)
+    are not logged again."""
+    token = _in_fit.set(True)
+    boosting = _in_boosting_fit.set(boosting_fit)
+    try:
+        owned = None
+        if fluent.active_run() is None:
+            owned = _safely(
+                "starting a run", lambda: fluent.start_run(experiment, run_name=run_name)
+            )
+        try:
+            result = train()
+        except BaseException as exc:
+            if owned is not None:
+                status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+                _safely("ending the run", lambda: owned.end(status))
+            raise
+        if fluent.active_run() is not None:
+            log(result)
+        if owned is not None:
+            _safely("ending the run", lambda: owned.end("FINISHED"))
+        return result
+    finally:
+        _in_boosting_fit.reset(boosting)
+        _in_fit.reset(token)
+
+
+def in_boosting_fit() -> bool:
+    return _in_boosting_fit.get()
+
+
+def in_logged_training() -> bool:
+    return _in_fit.get()
+
+
+def log_metrics_step(values: Mapping[str, float], step: int) -> None:
+    if values:
+        _safely("logging eval metrics", lambda: fluent.log_metrics(dict(values), step=step))
+
+
+def log_importances(importances: Mapping[str, Mapping[str, float]]) -> None:
+    """One ``feature_importance_<type>.json`` artifact per importance type."""
+
+    def write() -> None:
+        with tempfile.TemporaryDirectory(prefix="modelpack-importance-") as tmp:
+            for kind, values in importances.items():
+                path = Path(tmp) / f"feature_importance_{kind}.json"
+                plain = {str(k): float(v) for k, v in values.items()}
+                path.write_text(json.dumps(plain, indent=2, sort_keys=True))
+                fluent.log_artifact(path)
+
+    _safely("logging feature importances", write)
+
+
+def log_params(values: Mapping[str, Any]) -> None:
+    from modelpack.tracking.sklearn import _params
+
+    _safely("logging params", lambda: fluent.log_params(_params(values)))
+
+
+def log_model(model: Any, input_example: Any) -> None:
+    _safely("logging the model", lambda: fluent.log_model(model, input_example=input_example))
