@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(BIN)/uv
 WHEELS := /opt/wheels
-EXTRAS := dev,sklearn,torch,onnx,lightning,transformers,xgboost,lightgbm
+EXTRAS := dev,sklearn,torch,onnx,lightning,transformers,xgboost,lightgbm,catboost,keras
 
 ifneq ($(wildcard $(WHEELS)/torch-2.13.0+cpu-*.whl),)
 TORCH := --find-links $(WHEELS) "torch==2.13.0+cpu"

@@ -17,7 +17,17 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-BUILTIN_FLAVORS = {"sklearn", "torch", "onnx", "python", "xgboost", "lightgbm"}
+BUILTIN_FLAVORS = {
+    "sklearn",
+    "torch",
+    "onnx",
+    "python",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "keras",
+    "transformers",
+}
 THIRDPARTY_DIST = "mp-thirdparty-flavor"
 
 Run = Callable[..., str]

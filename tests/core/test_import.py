@@ -22,6 +22,9 @@ HEAVY = (
     "pandas",
     "xgboost",
     "lightgbm",
+    "catboost",
+    "keras",
+    "transformers",
     "pyarrow",
 )
 
