@@ -4,10 +4,19 @@ import { api } from "./api.js";
 import { empty, h, link, pill, table, versionHref } from "./dom.js";
 
 export async function deploymentsPage(ctx) {
-  const { deployments } = await api("/deployments");
+  const { deployments, errors = [] } = await api("/deployments");
   ctx.show(
     "Deployments",
     h("h1", null, "Deployments"),
+    // A target that could not list its deployments says so, instead of looking empty.
+    ...errors.map((e) =>
+      h(
+        "div",
+        { class: "card banner-error", dataset: { target: e.target } },
+        `${e.target}: could not list deployments (${e.error?.code ?? "error"}): `,
+        h("code", null, e.error?.message ?? ""),
+      ),
+    ),
     h(
       "div",
       { class: "card" },
