@@ -115,12 +115,13 @@ def main() -> None:
             rng = np.random.default_rng(1)
             cpu_sync: Callable[[], None] = lambda: None  # noqa: E731
             contenders: list[tuple[str, Any, Callable[[], None]]] = [
-                (f"{flavor} (native)", native.predictor, cpu_sync),
+                (f"{flavor} (native)", native.predictor.inner, cpu_sync),  # checked data
                 ("onnxruntime cpu", load_predictor(converted, device="cpu"), cpu_sync),
             ]
             if args.device == "cuda" and flavor == "torch":
                 gpu = modelpack.load(path, device="cuda", trust=True)
-                contenders.append(("torch cuda (native)", gpu.predictor, torch.cuda.synchronize))
+                gpu_native = gpu.predictor.inner
+                contenders.append(("torch cuda (native)", gpu_native, torch.cuda.synchronize))
             if args.device == "cuda":
                 ort_gpu = load_predictor(converted, device="cuda")
                 contenders.append((f"onnxruntime {ort_gpu.provider}", ort_gpu, cpu_sync))

@@ -28,6 +28,7 @@ import numpy as np
 from modelpack._fs import sha256_file
 from modelpack.errors import InvalidInputError, InvalidModelError, MissingDependencyError
 from modelpack.flavors._onnx_predictor import OnnxPredictor
+from modelpack.plugins import check_keys
 from modelpack.signature import Signature
 from modelpack.trust import TrustArg
 
@@ -134,13 +135,8 @@ class RuntimeSettings:
     @classmethod
     def from_mapping(cls, given: Mapping[str, Any]) -> RuntimeSettings:
         """The settings ``modelpack.load(uri, flavor="onnx", settings={...})`` was given."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(given) - known)
-        if unknown:
-            raise InvalidInputError(
-                f"the onnx flavor has no load setting {', '.join(map(repr, unknown))} "
-                f"(valid: {', '.join(sorted(known))})"
-            )
+        known = [f.name for f in dataclasses.fields(cls)]
+        check_keys(given, known, "the onnx flavor has no load setting")
         return cls(**given)
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, runtime_checkable
 
-from modelpack.errors import PluginError
+from modelpack.errors import InvalidInputError, PluginError
 from modelpack.trust import Need, Trust
 
 if TYPE_CHECKING:
@@ -428,6 +428,17 @@ def protocol_attrs(protocol: type) -> set[str]:
     return found
 
 
+def check_keys(given: Mapping[str, Any], known: Iterable[str], what: str) -> None:
+    """Refuse keys of ``given`` outside ``known`` in one line, e.g. ``what`` = "the http server
+    has no option" (how plugins check the options and settings they are given)."""
+    valid = set(known)
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise InvalidInputError(
+            f"{what} {', '.join(map(repr, unknown))} (valid: {', '.join(sorted(valid))})"
+        )
+
+
 def takes_params(predictor: Predictor) -> bool:
     """Whether ``predictor.predict`` declares ``params`` (or ``**kwargs``) to receive them."""
     try:
@@ -478,6 +489,7 @@ __all__ = [
     "Server",
     "TrackingHook",
     "Wraps",
+    "check_keys",
     "check_plugin",
     "deployer",
     "flavor",

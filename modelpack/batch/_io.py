@@ -11,7 +11,7 @@ import contextlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,29 +129,54 @@ def read_chunks(
     source: Source,
     batch_size: int,
     columns: Sequence[str] | None = None,
-    text_columns: Sequence[str] = (),
+    text_types: Mapping[str, pa.DataType] | None = None,
 ) -> Iterator[pa.Table]:
     """Tables of exactly ``batch_size`` rows (the last may be shorter), across part files.
 
-    ``text_columns`` of a CSV input are read as text, not typed by inference: the scorer parses
-    them to the signature's types cell by cell, so one bad cell fails its row, not the column.
+    ``text_types`` (the signature's numeric columns and their Arrow types) keep one bad cell
+    from failing its column: a CSV input reads them as text, not typed by inference; a JSON
+    Lines input reads them typed, and a block of lines that does not parse so is read line by
+    line with those columns as the JSON text of each cell. The scorer parses text cells to the
+    signature's types cell by cell, so a bad cell fails its row only.
     """
+    types = dict(text_types or {})
     pending: list[pa.RecordBatch] = []
     held = 0
     for part in source.parts:
         with _local_copy(part) as path:
-            for batch in _read_batches(path, source.fmt, batch_size, columns, text_columns):
+            for batch in _read_batches(path, source.fmt, batch_size, columns, types):
                 if batch.num_rows == 0:
                     continue
                 pending.append(batch)
                 held += batch.num_rows
                 while held >= batch_size:
-                    table = pa.Table.from_batches(pending)
+                    table = _joined(pending)
                     yield table.slice(0, batch_size).combine_chunks()
                     rest = table.slice(batch_size)
                     pending, held = rest.to_batches(), rest.num_rows
     if held:
-        yield pa.Table.from_batches(pending).combine_chunks()
+        yield _joined(pending).combine_chunks()
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.Table:
+    """One table of ``batches``, whose types may differ (JSON Lines blocks read apart)."""
+    schemas = {b.schema for b in batches}
+    if len(schemas) == 1:
+        return pa.Table.from_batches(batches)
+    # A column that is text in one block (its cells kept as JSON text) is text in all.
+    text = {f.name for s in schemas for f in s if pa.types.is_string(f.type)}
+    tables = []
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        for name in text & set(table.column_names):
+            if not pa.types.is_string(table.schema.field(name).type):
+                index = table.column_names.index(name)
+                table = table.set_column(index, name, table.column(name).cast(pa.string()))
+        tables.append(table)
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidInputError(f"the input's columns change type: {exc}") from exc
 
 
 def _read_batches(
@@ -159,7 +184,7 @@ def _read_batches(
     fmt: str,
     batch_size: int,
     columns: Sequence[str] | None,
-    text_columns: Sequence[str] = (),
+    text_types: Mapping[str, pa.DataType],
 ) -> Iterator[pa.RecordBatch]:
     cols = list(columns) if columns is not None else None
     if fmt == "parquet":
@@ -176,13 +201,16 @@ def _read_batches(
         # Inference reads a column of numbers with one stray word as text (every row then
         # fails the signature), or fails the whole job when the word is past the first block.
         convert = pcsv.ConvertOptions(
-            include_columns=cols, column_types={name: pa.string() for name in text_columns}
+            include_columns=cols, column_types={name: pa.string() for name in text_types}
         )
         try:
             reader = pcsv.open_csv(path, convert_options=convert)
         except pa.ArrowInvalid as exc:
             raise InvalidInputError(f"{path}: cannot read as CSV ({exc})") from exc
         yield from _guarded(reader, path)
+        return
+    if text_types and cols is not None:
+        yield from _typed_jsonl_batches(path, cols, text_types)
         return
     yield from _jsonl_batches(path, cols)
 
@@ -206,6 +234,60 @@ def _jsonl_batches(path: str, cols: list[str] | None) -> Iterator[pa.RecordBatch
             _check_columns(path, batch.schema.names, cols)
             batch = batch.select(cols)
         yield batch
+
+
+# Bytes of JSON Lines parsed at once; a block with a bad cell is parsed again line by line.
+JSONL_BLOCK = 4 << 20
+
+
+def _typed_jsonl_batches(
+    path: str, cols: list[str], types: Mapping[str, pa.DataType]
+) -> Iterator[pa.RecordBatch]:
+    import pyarrow.json as pjson
+
+    parse = pjson.ParseOptions(explicit_schema=pa.schema(list(types.items())))
+    with open(path, "rb") as fh:
+        while block := fh.read(JSONL_BLOCK):
+            if not block.endswith(b"\n"):
+                block += fh.readline()  # whole lines only
+            try:
+                table = pjson.read_json(pa.BufferReader(block), parse_options=parse)
+            except pa.ArrowInvalid:
+                # A cell of another type (a word, an object) where the signature has a
+                # number: this block line by line, its numeric columns as JSON text.
+                table = _jsonl_block_as_text(path, block, cols, types)
+            _check_columns(path, table.column_names, cols)
+            yield from table.select(cols).to_batches()
+
+
+def _jsonl_block_as_text(
+    path: str, block: bytes, cols: list[str], types: Mapping[str, pa.DataType]
+) -> pa.Table:
+    import orjson
+
+    rows = []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidInputError(f"{path}: a line is not valid JSON ({exc})") from exc
+        if not isinstance(row, dict):
+            raise InvalidInputError(f"{path}: a line is not a JSON object: {line[:60]!r}")
+        rows.append(row)
+    arrays: dict[str, pa.Array] = {}
+    for name in cols:
+        values = [row.get(name) for row in rows]
+        if name in types:  # JSON text, strings quoted: "1.5" in a float column is a bad cell
+            cells = [None if v is None else orjson.dumps(v).decode() for v in values]
+            arrays[name] = pa.array(cells, pa.string())
+            continue
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInputError(f"{path}: column {name!r} mixes types ({exc})") from exc
+    return pa.table(arrays)
 
 
 def _check_columns(path: str, names: Sequence[str], wanted: Sequence[str] | None) -> None:

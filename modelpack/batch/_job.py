@@ -82,7 +82,7 @@ def score(
     signature = Descriptor.read(model_path).model_signature
     features = list(columns) if columns else _signature_columns(signature)
     trust = legacy(trust, trust_pickle)
-    text_types = _text_types(signature, features) if source.fmt == "csv" else {}
+    text_types = _text_types(signature, features) if source.fmt in ("csv", "jsonl") else {}
     plan = Plan(
         str(model_path), features, list(passthrough), on_error, _picklable(trust), text_types
     )
@@ -96,7 +96,8 @@ def score(
         staged_errors = stack.enter_context(_io.staged_output(errors_uri))
         writer = _io.open_writer(staged, out_format)
         stack.callback(writer.close)
-        chunks = _io.read_chunks(source, batch_size, wanted, list(text_types))
+        arrow_types = {name: TEXT_TARGETS[dtype] for name, dtype in text_types.items()}
+        chunks = _io.read_chunks(source, batch_size, wanted, arrow_types)
         results = stack.enter_context(contextlib.closing(scored_chunks(plan, chunks, workers)))
         bar = stack.enter_context(
             Progress(_io.count_rows(source)) if progress else contextlib.nullcontext()

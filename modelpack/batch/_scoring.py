@@ -126,7 +126,7 @@ class ChunkScorer:
     # -- cells that do not parse ------------------------------------------------------------
 
     def _parse_text(self, chunk: pa.Table, start: int) -> tuple[pa.Table, dict[int, str]]:
-        """Text columns (CSV) parsed to their signature's type; the cells that do not parse."""
+        """Text columns (CSV, JSON Lines) parsed to their signature's type; cells that do not."""
         unparsed: dict[int, str] = {}
         for name, want in self.text_types.items():
             if name not in chunk.column_names:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import time
 from typing import Any
 
-from modelpack.errors import InvalidInputError, ModelpackError, PredictionError
-from modelpack.plugins import ServeSettings
+from modelpack.errors import ModelpackError, PredictionError
+from modelpack.plugins import ServeSettings, check_keys
 
+from ._draining import WORKER, _draining_server
 from ._served import ServeOptions
 
 
@@ -50,12 +49,17 @@ def run(uri: str, settings: ServeSettings) -> None:
             "options": dataclasses.asdict(options),
         }
         os.environ[SPEC_ENV] = orjson.dumps(spec).decode()
-        uvicorn.run(
+        config = uvicorn.Config(
             "modelpack.servers.http._run:app_from_env",
             factory=True,
             workers=settings.workers,
             **common,
         )
+        # uvicorn's supervisor forwards SIGTERM to every worker; ours makes each one drain
+        # as a single server does (uvicorn.run's own would stop each worker at once).
+        from ._workers import DrainingMultiprocess
+
+        DrainingMultiprocess(config, [config.bind_socket()], drain).run()
         return
     app = app_for_uri(
         uri,
@@ -104,64 +108,22 @@ def app_from_env() -> Any:
     import orjson
 
     spec = orjson.loads(os.environ[SPEC_ENV])
-    return app_for_uri(
+    app = app_for_uri(
         spec["uri"],
         trust=spec.get("trust"),
         flavor=spec.get("flavor"),
         device=spec.get("device", "cpu"),
         **spec["options"],
     )
+    WORKER["model_server"] = app.state.model_server  # the worker's drain marks it draining
+    return app
 
 
 def serve_options(given: dict[str, Any]) -> ServeOptions:
     """``ServeOptions`` from plain options, refusing a key the http server does not know."""
-    known = {f.name for f in dataclasses.fields(ServeOptions)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise InvalidInputError(
-            f"the http server has no option {', '.join(map(repr, unknown))} "
-            f"(valid: {', '.join(sorted(known | {'drain'}))})"
-        )
+    known = [f.name for f in dataclasses.fields(ServeOptions)]
+    check_keys(given, [*known, "drain"], "the http server has no option")
     return ServeOptions(**given)
-
-
-def _draining_server_class() -> Any:
-    import uvicorn
-
-    class _DrainingServer(uvicorn.Server):
-        """On SIGTERM: stop listening, say 503 on /ping and ``Connection: close`` on every
-        answer, keep answering open connections for up to ``drain_s`` (less once none is
-        left), then shut down as uvicorn does (in-flight requests finish)."""
-
-        def __init__(self, config: Any, model_server: Any, drain_s: float) -> None:
-            super().__init__(config)
-            self.model_server = model_server
-            self.drain_s = drain_s
-            self.draining_since: float | None = None
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if sig != signal.SIGTERM or self.draining_since is not None or not self.drain_s:
-                super().handle_exit(sig, frame)  # a second signal, or SIGINT: as before
-                return
-            self._captured_signals.append(sig)
-            self.draining_since = time.monotonic()
-            self.model_server.draining = True
-            for listening in self.servers:
-                listening.close()  # new connections go to another replica
-
-        async def on_tick(self, counter: int) -> bool:
-            since = self.draining_since
-            if since is not None and not self.should_exit:
-                idle = not self.server_state.connections
-                if idle or time.monotonic() - since >= self.drain_s:
-                    self.should_exit = True
-            return bool(await super().on_tick(counter))
-
-    return _DrainingServer
-
-
-def _draining_server(config: Any, model_server: Any, drain_s: float) -> Any:
-    return _draining_server_class()(config, model_server, drain_s)
 
 
 def _log_config(level: str) -> dict[str, Any]:

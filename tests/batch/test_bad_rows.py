@@ -7,12 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 import modelpack
-from modelpack.batch import score
+from modelpack.batch import _io, score
 from modelpack.errors import PredictionError, SignatureError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -248,3 +249,71 @@ def test_predict_cli_with_a_nan_is_one_line_and_exit_2(tmp_path, lenient_dir):
         f"error [prediction_failed]: the model failed on {src}: ValueError: Input X contains NaN."
     ]
     assert proc.stdout == ""
+
+
+# -- JSON Lines: a bad cell or a missing key fails its row, as in a CSV ----------------------
+
+
+def _jsonl_with_bad_rows(path: Path, n: int, word: int, missing: int) -> pd.DataFrame:
+    """``n`` rows as JSON Lines: row ``word`` has "oops" for ``a``, row ``missing`` no ``c``."""
+    frame = _frame(n)
+    records = frame.to_dict("records")
+    records[word]["a"] = "oops"
+    del records[missing]["c"]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return frame
+
+
+@pytest.mark.parametrize("block", [None, 64 << 10])
+def test_jsonl_bad_cell_and_missing_key_cost_their_rows_only(
+    tmp_path, model_dir, fitted, block, monkeypatch
+):
+    if block is not None:  # many blocks: the bad ones are past the first
+        monkeypatch.setattr(_io, "JSONL_BLOCK", block)
+    n, word, missing = 20_000, 12_345, 17_000
+    src = tmp_path / "in.jsonl"
+    frame = _jsonl_with_bad_rows(src, n, word, missing)
+    out = tmp_path / "out.parquet"
+    summary = score(model_dir, src, out, batch_size=1_000, passthrough=["id", "a"], on_error="skip")
+    assert (summary.rows, summary.scored_rows, summary.failed_rows) == (n, n - 2, 2)
+    errors = _errors(out).to_dict("records")
+    assert [e["row"] for e in errors] == [word, missing]
+    assert [e["error"] for e in errors] == ["signature_mismatch"] * 2
+    assert errors[0]["message"] == "column 'a': expected float64, got '\"oops\"'"
+    assert "'c'" in errors[1]["message"]
+    got = pd.read_parquet(out)
+    assert got["a"].dtype == np.float64  # parsed as numbers, not passed on as text
+    good = frame.drop(index=[word, missing])
+    assert got["id"].tolist() == good["id"].tolist()
+    np.testing.assert_array_equal(got["a"], good["a"])
+    np.testing.assert_array_equal(got["prediction"], fitted.predict(good[FEATURES]))
+
+
+def test_jsonl_a_number_as_text_or_a_boolean_is_a_bad_cell(tmp_path, model_dir):
+    src = tmp_path / "in.jsonl"
+    lines = [
+        {"id": 0, "a": 1.0, "c": 1},
+        {"id": 1, "a": "1.5", "c": 1.0},
+        {"id": 2, "a": True, "c": 1.0},
+        {"id": 3, "a": [1.0], "c": 1.0},
+        {"id": 4, "a": None, "c": 1.0},
+        {"id": 5, "a": 2.0, "c": -3},
+    ]
+    src.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in lines))
+    out = tmp_path / "out.jsonl"
+    summary = score(model_dir, src, out, passthrough=["id"], on_error="skip")
+    assert summary.failed_rows == 4
+    assert _errors(out)["row"].tolist() == [1, 2, 3, 4]
+    assert pd.read_json(out, lines=True)["id"].tolist() == [0, 5]
+
+
+def test_jsonl_fail_is_one_line_exit_2_and_no_output(tmp_path, model_dir):
+    src = tmp_path / "in.jsonl"
+    _jsonl_with_bad_rows(src, 500, 260, 480)
+    out = tmp_path / "out.jsonl"
+    proc = _cli("batch", model_dir, src, out)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error [signature_mismatch]: row 260 ")
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

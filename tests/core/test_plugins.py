@@ -130,3 +130,11 @@ def test_the_library_object_is_unwrapped_through_has_native(tmp_path: Path) -> N
     model = modelpack.load(path)
     assert isinstance(model.predictor, plugins.HasNative)
     assert type(model.unwrap()) is LinearRegression
+
+
+def test_the_http_server_refuses_an_option_it_does_not_know(tmp_path: Path) -> None:
+    from modelpack.errors import InvalidInputError
+
+    server = plugins.server("http")
+    with pytest.raises(InvalidInputError, match=r"no option 'max_batch'.*max_batch_size"):
+        server.app_for_uri(str(tmp_path), max_batch=4)  # type: ignore[attr-defined]

@@ -59,3 +59,10 @@ class Unencodable:
         if (data["x"] < 0).any():
             return [object()] * len(data)
         return data["x"].to_numpy()
+
+
+class RowCount:
+    """Answers the number of rows it was given (cheap, whatever the body's size)."""
+
+    def predict(self, data: pd.DataFrame) -> list[int]:
+        return [len(data)]
