@@ -285,7 +285,7 @@ class ModelServer:
             raw = await self._body(request)
             infer = _v2.parse_infer(raw, request.headers.get(_v2.HEADER_LENGTH))
             data = model.decoder.enforce(_v2.to_model_input(infer.tensors, model.signature))
-            predictions = await model.predict(data)
+            predictions = await model.predict(data, infer.params)
         outputs = _v2.output_tensors(predictions, model.signature)
         body, header_length = _v2.encode_infer(self.options.name, infer, outputs)
         if header_length is None:

@@ -85,12 +85,29 @@ def _tensors_of(schema: Any, role: str) -> list[dict[str, Any]]:
 # -- requests --------------------------------------------------------------------------------
 
 
+# Request parameters that belong to the protocol (Triton's, MLServer's), not to the model.
+_PROTOCOL_PARAMETERS = frozenset(
+    {
+        "binary_data_output",
+        "content_type",
+        "headers",
+        "priority",
+        "sequence_end",
+        "sequence_id",
+        "sequence_start",
+        "timeout",
+    }
+)
+
+
 class InferRequest:
     def __init__(self, header: Mapping[str, Any], tensors: dict[str, np.ndarray]) -> None:
         self.id = header.get("id")
         self.tensors = tensors
         params = _parameters(header, "the inference request")
         self.binary_output = bool(params.get("binary_data_output", False))
+        # The rest are the model's inference parameters (MLflow's ``params``).
+        self.params = {k: v for k, v in params.items() if k not in _PROTOCOL_PARAMETERS}
         self.outputs: list[Mapping[str, Any]] | None = _requested_outputs(header.get("outputs"))
 
 

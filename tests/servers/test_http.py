@@ -157,6 +157,14 @@ def test_params_reach_a_model_that_takes_them(slow_path):
         response = post(url, {"dataframe_records": [{"x": 1.0}], "params": {"shift": 2}})
         assert response.json() == {"predictions": [3.0]}
         assert post(url, {"dataframe_records": [{"x": 1.0}]}).json() == {"predictions": [1.0]}
+        # The v2 protocol's request parameters are the model's too, less the protocol's own.
+        v2 = {
+            "inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1.0]}],
+            "parameters": {"shift": 2, "binary_data_output": False},
+        }
+        answer = httpx.post(f"{url}/v2/models/model/infer", json=v2, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["outputs"][0]["data"] == [3.0]
 
 
 def test_a_model_failure_is_500_without_traceback(echo_path):
