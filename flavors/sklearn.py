@@ -2,6 +2,11 @@
 
 skops loads without executing code for the types it knows; pickle is available on
 request and then loads only with explicit trust, since unpickling runs code.
+
+A Pipeline whose last step another installed flavor saves natively (an XGBoost, LightGBM or
+CatBoost model) is split in two with skops: the preceding steps in ``head.skops``, the last step
+saved by its flavor in ``final/`` (``flavors/_sklearn_composite.py``), so that neither part
+needs trust to load.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelpack.errors import InvalidModelError
+from modelpack.errors import ConversionError, InvalidModelError
+from modelpack.flavors import _sklearn_composite as _split
 from modelpack.model import load_native, save_with
-from modelpack.plugins import LoadOptions
+from modelpack.plugins import Flavor, LoadOptions, Predictor, priority
 from modelpack.trust import FUNCTION, PICKLE, TYPE, Need, TrustArg
 
 if TYPE_CHECKING:
@@ -176,6 +182,8 @@ class SklearnFlavor:
             reqs.append("cloudpickle")
         else:
             reqs.append("skops")
+        if "final" in config:
+            reqs += [r for r in _split.requirements(_final(config)) if r not in reqs]
         return reqs
 
     def save(
@@ -187,11 +195,15 @@ class SklearnFlavor:
         predict_method: str | None = None,
     ) -> dict[str, Any]:
         """``predict_method``: the method that predicts; by default ``predict``, or
-        ``transform`` for a transformer that has no ``predict`` (a scaler, an encoder)."""
+        ``transform`` for a transformer that has no ``predict`` (a scaler, an encoder). For a
+        Pipeline split in two (module docstring), the last step's flavor checks it."""
         if serialization not in SERIALIZATIONS:
             raise InvalidModelError(
                 f"unknown serialization {serialization!r}; choose one of {SERIALIZATIONS}"
             )
+        final = _split.final_flavor(obj, priority(self)) if serialization == "skops" else None
+        if final is not None:
+            return self._save_split(obj, path, final, predict_method or "predict")
         if predict_method is None:
             has = {m for m in ("predict", "transform") if callable(getattr(obj, m, None))}
             predict_method = "transform" if has == {"transform"} else "predict"
@@ -209,14 +221,7 @@ class SklearnFlavor:
             raise InvalidModelError(
                 f"{type(obj).__name__} has no method {predict_method!r} to predict with{hint}"
             )
-        import sklearn
-
-        config: dict[str, Any] = {
-            "serialization": serialization,
-            "estimator": f"{type(obj).__module__}.{type(obj).__qualname__}",
-            "predict_method": predict_method,
-            "sklearn_version": sklearn.__version__,
-        }
+        config = _config(obj, serialization, predict_method)
         if serialization == "pickle":
             import cloudpickle
 
@@ -224,16 +229,18 @@ class SklearnFlavor:
             with open(path / "model.pkl", "wb") as fh:
                 cloudpickle.dump(obj, fh, protocol=pickle.DEFAULT_PROTOCOL)
             return config
-        sio = _skops_io()
         config["file"] = "model.skops"
-        try:
-            sio.dump(obj, path / "model.skops")
-        except Exception as exc:  # skops refuses what it cannot represent (e.g. Birch's tree)
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-            raise InvalidModelError(
-                f"skops cannot save this {type(obj).__name__} ({type(exc).__name__}: {reason}); "
-                "save it with serialization='pickle' (loading it then needs trust=True)"
-            ) from exc
+        _dump_skops(obj, path / "model.skops", type(obj).__name__)
+        return config
+
+    def _save_split(
+        self, pipeline: Any, path: Path, final: Flavor, predict_method: str
+    ) -> dict[str, Any]:
+        """The steps before the last with skops, the last with its own flavor (``final``)."""
+        config = _config(pipeline, "skops", predict_method)
+        config["file"] = _split.HEAD_FILE
+        config["final"] = _split.save_final(pipeline, final, path, predict_method)
+        _dump_skops(_split.head(pipeline), path / _split.HEAD_FILE, type(pipeline).__name__)
         return config
 
     def trust_needs(self, path: Path, config: Mapping[str, Any]) -> list[Need]:
@@ -242,9 +249,21 @@ class SklearnFlavor:
             return [Need(PICKLE, f"model/{file}")]
         # skops reads the file's schema without constructing anything; what it does not trust
         # by default, the policy must (or the load is refused before skops builds anything).
-        return [_need(name) for name in _untrusted_types(path / file)]
+        needs = [_need(name) for name in _untrusted_types(path / file)]
+        if "final" in config:  # a split Pipeline: what its last step's flavor needs too
+            needs += _split.needs(path, _final(config))
+        return needs
 
     def load(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
+        """The estimator; for a split Pipeline, the Pipeline rebuilt from both parts, or a
+        ``PipelineParts`` when the last step's flavor loads no estimator (a LightGBM Booster)."""
+        if "final" in config:
+            head = self._load_file(path, config, options)
+            native = _split.load_final(path, _final(config), options)
+            return _split.rebuild(head, _final(config), native)
+        return self._load_file(path, config, options)
+
+    def _load_file(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Any:
         file = path / str(config.get("file", "model.skops"))
         needs = self.trust_needs(path, config)
         options.trust.check(needs, model=str(path.parent))
@@ -259,14 +278,20 @@ class SklearnFlavor:
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r})"
             ) from exc
 
-    def predictor(
-        self, path: Path, config: Mapping[str, Any], options: LoadOptions
-    ) -> SklearnPredictor:
+    def predictor(self, path: Path, config: Mapping[str, Any], options: LoadOptions) -> Predictor:
+        if "final" in config:
+            head = self._load_file(path, config, options)
+            final = _split.final_predictor(path, _final(config), options)
+            native = _split.rebuild(head, _final(config), getattr(final, "native", None))
+            return _split.SplitPipelinePredictor(_head_predictor(head), final, native)
         return SklearnPredictor(
             self.load(path, config, options), str(config.get("predict_method", "predict"))
         )
 
-    def wrap(self, obj: Any, config: Mapping[str, Any]) -> SklearnPredictor:
+    def wrap(self, obj: Any, config: Mapping[str, Any]) -> Predictor:
+        if "final" in config:
+            final = _split.wrap_final(obj, _final(config))
+            return _split.SplitPipelinePredictor(_head_predictor(_split.head(obj)), final, obj)
         return SklearnPredictor(obj, str(config.get("predict_method", "predict")))
 
     def export_onnx(
@@ -281,8 +306,48 @@ class SklearnFlavor:
         """skl2onnx's graph of the saved ``predict_method`` (``flavors/_sklearn_onnx.py``)."""
         from modelpack.flavors import _sklearn_onnx
 
+        if "final" in config:
+            raise ConversionError(
+                f"ONNX export of a Pipeline whose last step is saved by the "
+                f"{_final(config).get('flavor')} flavor is not supported; convert that step's "
+                "model on its own"
+            )
         method = str(config.get("predict_method", "predict"))
         return _sklearn_onnx.export(native, signature, method, opset)
+
+
+def _config(obj: Any, serialization: str, predict_method: str) -> dict[str, Any]:
+    import sklearn
+
+    return {
+        "serialization": serialization,
+        "estimator": f"{type(obj).__module__}.{type(obj).__qualname__}",
+        "predict_method": predict_method,
+        "sklearn_version": sklearn.__version__,
+    }
+
+
+def _dump_skops(obj: Any, file: Path, what: str) -> None:
+    try:
+        _skops_io().dump(obj, file)
+    except Exception as exc:  # skops refuses what it cannot represent (e.g. Birch's tree)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise InvalidModelError(
+            f"skops cannot save this {what} ({type(exc).__name__}: {reason}); "
+            "save it with serialization='pickle' (loading it then needs trust=True)"
+        ) from exc
+
+
+def _head_predictor(head: Any) -> Predictor:
+    # A one-step Pipeline's head passes the input through as it came (a frame stays a frame).
+    return _split.Identity() if _split.passes_through(head) else SklearnPredictor(head, "transform")
+
+
+def _final(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    final = config["final"]
+    if not isinstance(final, Mapping):
+        raise InvalidModelError("the sklearn flavor's 'final' entry is not a mapping")
+    return final
 
 
 _FLAVOR = SklearnFlavor()
@@ -303,7 +368,8 @@ def save(
     """Save a scikit-learn estimator (skops by default; ``serialization="pickle"`` on request).
 
     ``predict_method`` defaults to ``predict``, or to ``transform`` for a transformer that has
-    no ``predict`` (StandardScaler, OneHotEncoder...).
+    no ``predict`` (StandardScaler, OneHotEncoder...). A Pipeline ending in an XGBoost, LightGBM
+    or CatBoost model is stored in two parts that load without trust (docs/flavors/sklearn.md).
     """
     return save_with(
         _FLAVOR,
