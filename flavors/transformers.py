@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelpack.errors import InvalidInputError, InvalidModelError
+from modelpack.errors import ConversionError, InvalidInputError, InvalidModelError
 from modelpack.flavors import _transformers_tasks as _tasks
 from modelpack.model import load_native, save_with
 from modelpack.plugins import SPECIFIC, LoadOptions
@@ -164,6 +164,25 @@ class TransformersFlavor:
 
     def wrap(self, obj: Any, config: Mapping[str, Any]) -> TransformersPredictor:
         return TransformersPredictor(_pipeline_of(obj, config.get("task")), _known_task(config))
+
+    def export_onnx(
+        self,
+        native: Any,
+        config: Mapping[str, Any],
+        signature: Signature,
+        example: Any,
+        *,
+        opset: int | None = None,
+    ) -> Any:
+        """Refused: a pipeline takes strings, tokenized in Python, and answers labels and JSON;
+        an ONNX graph takes token ids. The model itself converts through the torch flavor
+        (docs/flavors/transformers.md)."""
+        raise ConversionError(
+            f"a transformers {_known_task(config)} pipeline takes strings and tokenizes them "
+            "in Python, which its ONNX graph cannot: save its model with the torch flavor "
+            "(modelpack.save(pipe.model, path, input_example={'input_ids': ..., "
+            "'attention_mask': ...})) and convert that"
+        )
 
 
 def _is(obj: Any, qualified: str) -> bool:

@@ -1,7 +1,8 @@
 """``autolog()``: every autolog integration whose library is installed, switched on or off.
 
-The integrations (``tracking/sklearn.py``, ``tracking/xgboost.py``, ``tracking/lightgbm.py``)
-are imported here, on the call, and each imports its library only when it patches it. Also what
+The integrations (``tracking/sklearn.py``, ``tracking/xgboost.py``, ``tracking/lightgbm.py``,
+``tracking/transformers.py``) are imported here, on the call, when their library is installed;
+disabling undoes only the integrations already imported (the others patched nothing). Also what
 the gradient-boosting integrations share: one logged training per outermost ``fit`` or
 ``train``, and the patches they undo.
 """
@@ -12,6 +13,7 @@ import contextvars
 import importlib
 import importlib.util
 import json
+import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,7 +25,7 @@ from modelpack.tracking.sklearn import _in_fit, _safely
 
 T = TypeVar("T")
 # The boosting integrations patch first: scikit-learn's then leaves their wrappers' fit alone.
-_INTEGRATIONS = ("xgboost", "lightgbm", "sklearn")
+_INTEGRATIONS = ("xgboost", "lightgbm", "sklearn", "transformers")
 # True inside a boosting wrapper's logged fit: its inner ``train`` only adds the metrics callback.
 _in_boosting_fit: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "modelpack_in_boosting_fit", default=False
@@ -37,27 +39,38 @@ def autolog(
     max_tuning_runs: int | None = 5,
     experiment: str | None = None,
 ) -> None:
-    """Log every training of the installed libraries (scikit-learn, XGBoost, LightGBM) to the
-    active run, or to a new run when none is active.
+    """Log every training of the installed libraries (scikit-learn, XGBoost, LightGBM,
+    transformers' Trainer) to the active run, or to a new run when none is active.
 
     scikit-learn: every ``fit`` (see ``modelpack.tracking.sklearn.autolog``). XGBoost and
     LightGBM: ``train`` and the wrappers' ``fit``, with per-iteration eval metrics as steps and
-    feature importances as JSON artifacts. ``autolog(disable=True)`` restores them all.
+    feature importances as JSON artifacts. transformers: every ``Trainer`` created gets a
+    ``modelpack.tracking.transformers.ModelpackCallback``. ``autolog(disable=True)`` restores
+    them all.
     """
     enabled = []
     for library in _INTEGRATIONS:
-        if not disable and importlib.util.find_spec(library) is None:
+        module = f"modelpack.tracking.{library}"
+        if module not in sys.modules if disable else not _installed(library):
             continue
-        integration = importlib.import_module(f"modelpack.tracking.{library}")
+        integration = importlib.import_module(module)
         options: dict[str, Any] = {"log_models": log_models, "experiment": experiment}
         if library == "sklearn":
             options["max_tuning_runs"] = max_tuning_runs
+        if library == "transformers":  # the Trainer's model is not logged
+            del options["log_models"]
         integration.autolog(disable=disable, **options)
         enabled.append(library)
-    if not enabled:
+    if not enabled and not disable:
         raise MissingDependencyError(
-            "autolog() needs scikit-learn, XGBoost or LightGBM: pip install 'modelpack[sklearn]'"
+            "autolog() needs scikit-learn, XGBoost, LightGBM or transformers: "
+            "pip install 'modelpack[sklearn]'"
         )
+
+
+def _installed(library: str) -> bool:
+    needs = ("transformers", "torch") if library == "transformers" else (library,)  # Trainer
+    return all(importlib.util.find_spec(name) is not None for name in needs)
 
 
 class Patches:

@@ -523,3 +523,35 @@ def test_served_over_http_in_mlflow_json_and_v2(zoo: dict[str, Case]) -> None:
     assert outputs["label"]["data"] == case.expected[0]["label"].tolist()
     assert outputs["score"]["data"] == case.expected[0]["score"].tolist()
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "signature_mismatch"
+
+
+# -- ONNX: a pipeline is refused, its model converts through the torch flavor ---------------------
+
+
+@pytest.mark.parametrize("case_id", ["text-classification", "feature-extraction"])
+def test_convert_to_onnx_refuses_a_string_pipeline_in_one_line(
+    zoo: dict[str, Case], case_id: str, tmp_path: Path
+) -> None:
+    from modelpack.convert import to_onnx
+    from modelpack.errors import ConversionError
+
+    out = tmp_path / "onnx"
+    with pytest.raises(ConversionError, match=f"{case_id} pipeline takes strings") as refused:
+        to_onnx(zoo[case_id].path, out, rows=8)
+    assert "torch flavor" in str(refused.value) and "\n" not in str(refused.value)
+    assert not out.exists()
+
+
+def test_the_pipelines_model_converts_through_the_torch_flavor(tmp_path: Path) -> None:
+    from modelpack.convert import to_onnx
+
+    pipe = _pipe("text-classification", "BertForSequenceClassification", num_labels=3)
+    encoded = pipe.tokenizer(TEXTS, padding=True, return_tensors="np")
+    ids = {k: encoded[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    source = modelpack.save(pipe.model, tmp_path / "bert", input_example=ids)
+    assert Descriptor.read(source).loader == "torch"
+    converted = to_onnx(source, tmp_path / "bert-onnx", rows=16)
+    logits = modelpack.load(converted, flavor="onnx").predict(ids)
+    with torch.no_grad():
+        expected = pipe.model(**{k: torch.from_numpy(v) for k, v in ids.items()}).logits
+    assert np.allclose(logits, expected.numpy(), atol=1e-5)
