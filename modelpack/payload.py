@@ -129,7 +129,30 @@ def _split(frame: pd.DataFrame) -> dict[str, Any]:
     parsed: dict[str, Any] = orjson.loads(
         frame.to_json(orient="split", index=False, date_format="iso")
     )
+    for i, values in _exact_floats(frame):
+        for row, value in zip(parsed["data"], values, strict=True):
+            row[i] = value
     return {"columns": parsed["columns"], "data": parsed["data"]}
+
+
+def _exact_floats(frame: pd.DataFrame) -> list[tuple[int, list[Any]]]:
+    """Each float column's values as Python floats (None for NaN and infinities, as pandas'
+    JSON has them): ``to_json`` keeps only 10 significant digits (15 at most), which changes
+    a model's scores on the way to the client; ``repr`` of a float round-trips exactly."""
+    found = []
+    for i, (_, column) in enumerate(frame.items()):
+        if column.dtype.kind == "f":
+            values = column.to_numpy()
+            if values.dtype.itemsize < 8:
+                # float32's shortest text (0.1, not 0.10000000149011612) reads back the same.
+                values = values.astype(str).astype(np.float64)
+            values = values.astype(np.float64, copy=False)
+            finite = np.isfinite(values)
+            exact: list[Any] = values.tolist()
+            if not finite.all():
+                exact = [v if ok else None for v, ok in zip(exact, finite.tolist(), strict=True)]
+            found.append((i, exact))
+    return found
 
 
 def decode(body: Any) -> tuple[Any, dict[str, Any]]:
@@ -247,6 +270,10 @@ def to_jsonable(predictions: Any) -> Any:
     """
     if isinstance(predictions, pd.DataFrame):
         records: Any = orjson.loads(predictions.to_json(orient="records", date_format="iso"))
+        names = [str(c) for c in predictions.columns]
+        for i, values in _exact_floats(predictions):
+            for record, value in zip(records, values, strict=True):
+                record[names[i]] = value
         return records
     if isinstance(predictions, pd.Series):
         return [row[0] for row in _split(predictions.to_frame())["data"]]
