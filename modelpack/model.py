@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from modelpack import plugins
+from modelpack._artifact_paths import safe_relpath
 from modelpack._fs import atomic_directory, walk_files
 from modelpack.descriptor import Descriptor, FileEntry, build_manifest, verify_manifest
 from modelpack.environment import environment_info, pinned
@@ -24,6 +25,7 @@ from modelpack.errors import (
     InvalidModelError,
     ModelpackError,
     PluginError,
+    UnsafePathError,
     UnsupportedModelError,
 )
 from modelpack.payload import decode, encode_example
@@ -410,9 +412,35 @@ def untrusted_needs(
     return path, descriptor, needing_trust(needs)
 
 
+# Config keys through which flavors name their files under model/.
+_FILE_KEYS = frozenset({"file", "structure", "extra", "weights", "tokenizer"})
+
+
+def check_config_paths(config: Any, where: str) -> None:
+    """Refuse a flavor config that names a file outside ``model/`` (``../x``, ``/etc/x``).
+
+    Whoever edits a descriptor and reseals it could otherwise point a flavor at a file the
+    manifest does not cover; checked before any flavor reads one, for the config's own file
+    keys and those of a part stored by another flavor (``final.config``).
+    """
+    if not isinstance(config, Mapping):
+        return
+    for key in _FILE_KEYS & set(config):
+        value = config[key]
+        if isinstance(value, str):
+            try:
+                safe_relpath(value)
+            except UnsafePathError as exc:
+                raise UnsafePathError(f"{where}: {key} {value!r}: {exc.message}") from None
+    final = config.get("final")
+    if isinstance(final, Mapping):
+        check_config_paths(final.get("config"), where)
+
+
 def _needs(
     flavor: Flavor, path: Path, descriptor: Descriptor, config: Mapping[str, Any]
 ) -> list[Need]:
+    check_config_paths(config, f"{path}: the {flavor.name} flavor's config")
     try:
         return trust_needs(flavor, path / MODEL_SUBDIR, config)
     except ModelpackError:

@@ -377,3 +377,20 @@ TRUSTED = [
 def test_trust_runs_them(key: str, surfaces: dict[str, Any]) -> None:
     result = surfaces["driver"][key]
     assert result["marker"], f"trusted, and still not run: {result}"
+
+
+@pytest.mark.parametrize("file", ["../../outside.skops", "/etc/passwd", "a/../../b.skops"])
+def test_a_config_naming_a_file_outside_the_model_is_refused(tmp_path: Path, file: str) -> None:
+    # A resealed descriptor could point the flavor at any file; none is read outside model/.
+    import modelpack
+    import modelpack.model
+    from modelpack.errors import UnsafePathError
+    from tests.security._hostile import _edit_config, _reseal, _save_sklearn
+
+    path = _save_sklearn(tmp_path / "m")
+    _edit_config(path, file=file)
+    _reseal(path)
+    with pytest.raises(UnsafePathError, match="file"):
+        modelpack.load(path)
+    with pytest.raises(UnsafePathError):
+        modelpack.model.untrusted_needs(path)
