@@ -1,8 +1,10 @@
 """torch to ONNX (torch.onnx): what ``TorchFlavor.export_onnx`` runs.
 
-The dynamo exporter (onnxscript) with a dynamic batch dimension on every input; the TorchScript
-exporter with ``dynamic_axes`` only when that fails. The graph's outputs take the names the torch
-flavor's predictor gives (``output``, ``output_0``..., or a dict's keys). See docs/onnx.md.
+The dynamo exporter (onnxscript) with a dynamic batch dimension on every input, and every other
+dimension the signature leaves open (-1: a transformer's sequence length) dynamic too; the
+TorchScript exporter with ``dynamic_axes`` only when that fails. The graph's outputs take the
+names the torch flavor's predictor gives (``output``, ``output_0``..., or a dict's keys). See
+docs/onnx.md.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def torch_to_onnx(
     feeds = {n: tensor(sample[n]) for n in names} if as_kwargs else {names[0]: tensor(sample)}
     args = () if as_kwargs else (feeds[names[0]],)
     kwargs = feeds if as_kwargs else {}
-    batch = torch.export.Dim.DYNAMIC
-    dynamic: Any = {n: {0: batch} for n in names} if as_kwargs else ({0: batch},)
+    open_dims = {n: _open_dims(spec.shape) for n, spec in zip(names, specs, strict=False)}
+    axes = {n: dict.fromkeys(dims, torch.export.Dim.DYNAMIC) for n, dims in open_dims.items()}
+    dynamic: Any = axes if as_kwargs else (axes[names[0]],)
     with contextlib.suppress(NotImplementedError):  # an exported program's module: no eval()
         module = module.eval()
     try:
@@ -77,7 +80,7 @@ def torch_to_onnx(
         model = program.model_proto
     except Exception as exc:
         model = _torchscript_export(
-            module, args or tuple(feeds.values()), names, outputs, opset, exc
+            module, args or tuple(feeds.values()), names, outputs, opset, exc, open_dims
         )
     if len(model.graph.output) != len(outputs):
         raise ConversionError(
@@ -87,6 +90,11 @@ def torch_to_onnx(
     return model
 
 
+def _open_dims(shape: tuple[int, ...]) -> list[int]:
+    """The batch dimension, and every other dimension the signature leaves open (-1)."""
+    return [0, *(i for i, size in enumerate(shape) if i > 0 and (size is None or size < 0))]
+
+
 def _torchscript_export(
     module: Any,
     args: tuple[Any, ...],
@@ -94,6 +102,7 @@ def _torchscript_export(
     outputs: list[str],
     opset: int | None,
     first: BaseException,
+    open_dims: Mapping[str, list[int]],
 ) -> onnx.ModelProto:
     import onnx
     import torch
@@ -108,7 +117,10 @@ def _torchscript_export(
                 dynamo=False,
                 input_names=names,
                 output_names=outputs,
-                dynamic_axes={n: {0: "batch"} for n in [*names, *outputs]},
+                dynamic_axes={
+                    **{n: {0: "batch"} for n in outputs},
+                    **{n: {d: f"{n}_{d}" if d else "batch" for d in open_dims[n]} for n in names},
+                },
                 opset_version=opset or 17,
             )
             return onnx.load(str(file))

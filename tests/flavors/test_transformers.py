@@ -555,3 +555,27 @@ def test_the_pipelines_model_converts_through_the_torch_flavor(tmp_path: Path) -
     with torch.no_grad():
         expected = pipe.model(**{k: torch.from_numpy(v) for k, v in ids.items()}).logits
     assert np.allclose(logits, expected.numpy(), atol=1e-5)
+
+
+def test_a_sequence_axis_left_open_in_the_signature_stays_dynamic_in_onnx(tmp_path: Path) -> None:
+    # Saved with input_ids/attention_mask of shape [-1, -1], the graph takes any batch size and
+    # any sequence length, as the model does.
+    from modelpack.convert import to_onnx
+    from modelpack.signature import Schema, Signature, TensorSpec
+
+    pipe = _pipe("text-classification", "BertForSequenceClassification", num_labels=3)
+    names = ("input_ids", "attention_mask")
+    encoded = pipe.tokenizer(TEXTS, padding=True, return_tensors="np")
+    ids = {k: encoded[k].astype(np.int64) for k in names}
+    signature = Signature(
+        inputs=Schema(tensors=tuple(TensorSpec("int64", (-1, -1), n) for n in names))
+    )
+    source = modelpack.save(pipe.model, tmp_path / "bert", signature=signature, input_example=ids)
+    converted = to_onnx(source, tmp_path / "bert-onnx", rows=16)
+    onnx_model = modelpack.load(converted, flavor="onnx")
+    for text in (["short"], ["a much longer sentence than the example had", "and another"]):
+        longer = pipe.tokenizer(text, padding=True, return_tensors="np")
+        feed = {k: longer[k].astype(np.int64) for k in names}
+        with torch.no_grad():
+            expected = pipe.model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits
+        assert np.allclose(onnx_model.predict(feed), expected.numpy(), atol=1e-5)
