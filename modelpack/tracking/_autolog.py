@@ -10,18 +10,21 @@ the gradient-boosting integrations share: one logged training per outermost ``fi
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import importlib.util
+import inspect
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from modelpack.errors import MissingDependencyError
 from modelpack.tracking import fluent
-from modelpack.tracking.sklearn import _in_fit, _safely
+from modelpack.tracking.sklearn import _head, _in_fit, _safely
 
 T = TypeVar("T")
 # The boosting integrations patch first: scikit-learn's then leaves their wrappers' fit alone.
@@ -90,6 +93,67 @@ class Patches:
         while self._done:
             owner, name, original = self._done.pop()
             setattr(owner, name, original)
+
+
+@dataclass(frozen=True)
+class BoostingConfig:
+    """What ``autolog()`` asked of a gradient-boosting integration."""
+
+    log_models: bool
+    experiment: str | None
+
+
+def patch_boosting(
+    patches: Patches,
+    original_train: Callable[..., Any],
+    train: Callable[..., Any],
+    modules: Sequence[Any],
+    base: type,
+    config: Callable[[], BoostingConfig | None],
+    log_importances: Callable[[Any], None],
+) -> None:
+    """Replace ``original_train`` by ``train`` wherever a module holds it, and every wrapper
+    class's own ``fit`` (``base`` and its subclasses) by one logged training each."""
+    for module in modules:
+        if module.__dict__.get("train") is original_train:
+            patches.replace(module, "train", train)
+    for cls in subclasses(base):
+        fit = cls.__dict__.get("fit")
+        if inspect.isfunction(fit) and not hasattr(fit, "_modelpack_original"):
+            patches.replace(cls, "fit", _boosting_fit(fit, config, log_importances))
+
+
+def _boosting_fit(
+    original: Callable[..., Any],
+    config: Callable[[], BoostingConfig | None],
+    log_importances: Callable[[Any], None],
+) -> Callable[..., Any]:
+    """A wrapper's ``fit`` as one logged training: params, the importances of the fitted
+    wrapper (``log_importances(self)``) and the model; its inner ``train`` adds the metrics."""
+
+    @functools.wraps(original)
+    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        current = config()
+        if current is None or in_logged_training():
+            return original(self, *args, **kwargs)
+        X = args[0] if args else kwargs.get("X")
+
+        def log(_: Any) -> None:
+            log_params(self.get_params(deep=False))
+            log_importances(self)
+            if current.log_models:
+                log_model(self, _head(X))
+
+        return logged_training(
+            type(self).__name__,
+            current.experiment,
+            lambda: original(self, *args, **kwargs),
+            log,
+            boosting_fit=True,
+        )
+
+    fit._modelpack_original = original  # type: ignore[attr-defined]
+    return fit
 
 
 def subclasses(base: type) -> list[type]:

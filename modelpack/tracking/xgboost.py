@@ -11,22 +11,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from modelpack.tracking import _autolog
-from modelpack.tracking.sklearn import _head, _safely
+from modelpack.tracking.sklearn import _safely
 
 IMPORTANCE_TYPES = ("weight", "gain")
 
 
-@dataclass(frozen=True)
-class _Config:
-    log_models: bool
-    experiment: str | None
-
-
-_config: _Config | None = None
+_config: _autolog.BoostingConfig | None = None
 _patches = _autolog.Patches()
 
 
@@ -43,18 +36,20 @@ def autolog(
     import xgboost.sklearn
     import xgboost.training
 
-    _config = _Config(log_models, experiment)
+    _config = _autolog.BoostingConfig(log_models, experiment)
     if _patches:
         return
     original = xgboost.training.train
     train = functools.wraps(original)(functools.partial(_train, original))
-    for module in (xgboost, xgboost.training, xgboost.sklearn):
-        if module.__dict__.get("train") is original:
-            _patches.replace(module, "train", train)
-    for cls in _autolog.subclasses(xgboost.sklearn.XGBModel):
-        fit = cls.__dict__.get("fit")
-        if inspect.isfunction(fit) and not hasattr(fit, "_modelpack_original"):
-            _patches.replace(cls, "fit", _fit_wrapper(fit))
+    _autolog.patch_boosting(
+        _patches,
+        original,
+        train,
+        (xgboost, xgboost.training, xgboost.sklearn),
+        xgboost.sklearn.XGBModel,
+        lambda: _config,
+        lambda fitted: _log_importances(fitted.get_booster()),
+    )
 
 
 def _with_metrics(original: Callable[..., Any], args: Any, kwargs: Any) -> inspect.BoundArguments:
@@ -85,32 +80,6 @@ def _train(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return _autolog.logged_training(
         "xgboost.train", config.experiment, lambda: original(*bound.args, **bound.kwargs), log
     )
-
-
-def _fit_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
-        config = _config
-        if config is None or _autolog.in_logged_training():
-            return original(self, *args, **kwargs)
-        X = args[0] if args else kwargs.get("X")
-
-        def log(_: Any) -> None:
-            _autolog.log_params(self.get_params(deep=False))
-            _log_importances(self.get_booster())
-            if config.log_models:
-                _autolog.log_model(self, _head(X))
-
-        return _autolog.logged_training(
-            type(self).__name__,
-            config.experiment,
-            lambda: original(self, *args, **kwargs),
-            log,
-            boosting_fit=True,
-        )
-
-    fit._modelpack_original = original  # type: ignore[attr-defined]
-    return fit
 
 
 def _callback() -> Any:
