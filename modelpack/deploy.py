@@ -174,6 +174,18 @@ def keeps_local_state(deployer: Deployer) -> bool:
 # -- pieces every deployer may use -----------------------------------------------------------
 
 
+def option_bool(key: str, value: Any) -> bool:
+    """A boolean option from ``-C key=value`` text (true/false, yes/no, on/off, 1/0) or YAML."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInputError(f"option {key}={value!r} is not a boolean (use true or false)")
+
+
 def check_options(target: str, allowed: Mapping[str, str], config: Mapping[str, Any]) -> None:
     """Refuse unknown option keys, listing the valid ones."""
     unknown = sorted(set(config) - set(allowed))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelpack import trust
-from modelpack.deploy import check_options
+from modelpack.deploy import check_options, option_bool
 from modelpack.errors import InvalidInputError
 
 OPTIONS = {
@@ -47,17 +47,6 @@ PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$")
 # RFC 1123 label: what Deployment and Service names must be.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidInputError(f"option {key}={value!r} is not a boolean (use true or false)")
 
 
 def _int(key: str, value: Any, minimum: int = 0) -> int:
@@ -165,7 +154,7 @@ class Settings:
             image_pull_policy=_choice(
                 "image_pull_policy", c.get("image_pull_policy", "IfNotPresent"), PULL_POLICIES
             ),
-            kserve=_bool("kserve", c.get("kserve", False)),
+            kserve=option_bool("kserve", c.get("kserve", False)),
             trust=trust.parse(c.get("trust")),
         )
         if settings.max_replicas and settings.max_replicas < settings.min_replicas:

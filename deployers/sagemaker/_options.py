@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelpack.deploy import check_options
+from modelpack.deploy import check_options, option_bool
 from modelpack.errors import InvalidInputError
 
 OPTIONS = {
@@ -35,17 +35,6 @@ OPTIONS = {
 }
 
 STRATEGIES = ("replace", "canary")
-
-
-def _bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise InvalidInputError(f"option {key}={value!r} is not a boolean (use true or false)")
 
 
 def _number(key: str, value: Any, kind: type[int] | type[float]) -> Any:
@@ -85,7 +74,7 @@ class Settings:
         values: dict[str, Any] = {k: v for k, v in config.items() if v is not None}
         for key in ("tls_verify", "wait", "delete_artifacts"):
             if key in values:
-                values[key] = _bool(key, values[key])
+                values[key] = option_bool(key, values[key])
         if "instance_count" in values:
             values["instance_count"] = _number("instance_count", values["instance_count"], int)
         for key in ("canary_weight", "batch_timeout"):
