@@ -12,8 +12,6 @@ if TYPE_CHECKING:
     from modelpack.plugins import Predictor, ServeSettings
     from modelpack.signature import Signature
 
-    from ._served import ServeOptions
-
 
 class HttpServer:
     """The ``http`` server plugin."""
@@ -22,10 +20,13 @@ class HttpServer:
 
     def app(self, predictor: Predictor, signature: Signature | None, **options: Any) -> Any:
         """An ASGI app serving ``predictor`` (already loaded; warmed at start-up)."""
+        from ._app import ModelServer, build_app
         from ._loading import predictor_loader
-        from ._served import ServeOptions
+        from ._run import serve_options
 
-        return self._build(predictor_loader(predictor, signature), ServeOptions(**options))
+        return build_app(
+            ModelServer(predictor_loader(predictor, signature), serve_options(options))
+        )
 
     def app_for_uri(
         self,
@@ -49,11 +50,6 @@ class HttpServer:
         from ._run import run
 
         run(uri, settings)
-
-    def _build(self, loader: Any, options: ServeOptions) -> Any:
-        from ._app import ModelServer, build_app
-
-        return build_app(ModelServer(loader, options))
 
 
 __all__ = ["HttpServer"]

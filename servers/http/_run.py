@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from modelpack.errors import ModelpackError, PredictionError
@@ -21,8 +22,8 @@ def run(uri: str, settings: ServeSettings) -> None:
     from ._protocol import NoDelayHttpProtocol
 
     given = dict(settings.options)
-    drain = float(given.pop("drain", 3.0))
-    options = serve_options({"freeze_heap": True, **given})
+    options = serve_options({"freeze_heap": True, **given}, run_options=("drain",))
+    drain = float(given.get("drain", 3.0))
     common: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -119,11 +120,14 @@ def app_from_env() -> Any:
     return app
 
 
-def serve_options(given: dict[str, Any]) -> ServeOptions:
-    """``ServeOptions`` from plain options, refusing a key the http server does not know."""
+def serve_options(given: dict[str, Any], *, run_options: Sequence[str] = ()) -> ServeOptions:
+    """``ServeOptions`` from plain options, refusing a key the http server does not know.
+
+    ``run_options`` are the keys only ``run`` takes (``drain``): known there, not passed on.
+    """
     known = [f.name for f in dataclasses.fields(ServeOptions)]
-    check_keys(given, [*known, "drain"], "the http server has no option")
-    return ServeOptions(**given)
+    check_keys(given, [*known, *run_options], "the http server has no option")
+    return ServeOptions(**{k: v for k, v in given.items() if k not in run_options})
 
 
 def _log_config(level: str) -> dict[str, Any]:

@@ -138,3 +138,13 @@ def test_the_http_server_refuses_an_option_it_does_not_know(tmp_path: Path) -> N
     server = plugins.server("http")
     with pytest.raises(InvalidInputError, match=r"no option 'max_batch'.*max_batch_size"):
         server.app_for_uri(str(tmp_path), max_batch=4)  # type: ignore[attr-defined]
+
+    class Echo:
+        def predict(self, data: Any, params: Any = None) -> Any:
+            return data
+
+    with pytest.raises(InvalidInputError, match=r"no option 'max_batch'"):
+        server.app(Echo(), None, max_batch=4)
+    # drain is run's own (a process that drains), not an option of an app.
+    with pytest.raises(InvalidInputError, match=r"no option 'drain'"):
+        server.app(Echo(), None, drain=1.0)
