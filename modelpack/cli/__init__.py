@@ -36,7 +36,10 @@ def _register() -> None:
         deploy_commands,
         gc_commands,
         image_commands,
+        import_commands,
+        kfp_commands,
         model_commands,
+        oci_commands,
         registry_commands,
         runs_commands,
         serve_commands,
@@ -49,7 +52,10 @@ def _register() -> None:
     deploy_commands.register(app)
     gc_commands.register(app)
     image_commands.register(app)
+    import_commands.register(app)
+    kfp_commands.register(app)
     model_commands.register(app)
+    oci_commands.register(app)
     registry_commands.register(app)
     runs_commands.register(app)
     serve_commands.register(app)

@@ -1,0 +1,9 @@
+"""Placeholder: the import commands are being written (issue 16)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None
