@@ -27,6 +27,7 @@ _BUILTIN = {
     "models": "modelpack._resolvers:resolve_models",
     "runs": "modelpack._resolvers:resolve_runs",
     "s3": "modelpack._resolvers:resolve_s3",
+    "oci": "modelpack.oci:resolve",
 }
 
 
@@ -40,7 +41,8 @@ def _builtin(scheme: str) -> Resolver | None:
 
 
 def resolve(uri: str | Path) -> Path:
-    """A local model directory for ``uri``: a path, ``file://``, ``models:/``, ``runs:/``, ``s3://``."""
+    """A local model directory for ``uri``: a path, ``file://``, ``models:/``, ``runs:/``, ``s3://``,
+    ``oci://``."""
     if isinstance(uri, Path):
         return _local(uri, str(uri))
     text = str(uri)
@@ -60,5 +62,10 @@ def _local(path: Path, uri: str) -> Path:
     if not path.exists():
         raise ModelNotFoundError(f"no model at {uri}: the path does not exist")
     if not (path / DESCRIPTOR).is_file():
+        if (path / "MLmodel").is_file():
+            raise ModelNotFoundError(
+                f"no model at {uri}: this is an MLflow model (it has an MLmodel file, no "
+                f"{DESCRIPTOR}); bring it over with `modelpack import mlflow {uri} -o DIR`"
+            )
         raise ModelNotFoundError(f"no model at {uri}: {DESCRIPTOR} is missing")
     return path
