@@ -1,0 +1,23 @@
+"""Models as OCI artifacts in the CNCF ModelPack format (model-spec v1): push, pull, resolve.
+
+``modelpack.load("oci://HOST/REPO:TAG")`` and ``registry.register(name, "oci://...")`` reach
+:func:`resolve` through :mod:`modelpack.uris`. See docs/oci.md.
+"""
+
+from __future__ import annotations
+
+from modelpack.oci._cache import cache_dir, resolve
+from modelpack.oci._reference import Reference, parse
+from modelpack.oci._transfer import DEFAULT_CHUNK_SIZE, PullResult, PushResult, pull, push
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "PullResult",
+    "PushResult",
+    "Reference",
+    "cache_dir",
+    "parse",
+    "pull",
+    "push",
+    "resolve",
+]
