@@ -139,7 +139,8 @@ class Registry:
     def _exchange(
         self, method: str, url: str, headers: dict[str, str], body: Body
     ) -> http.client.HTTPResponse:
-        """One request, reconnecting once when a kept-alive connection was closed under us."""
+        """One request, reconnecting once when a kept-alive connection was closed under us; not
+        a PATCH, which may have left part of its chunk behind (the upload loop resumes it)."""
         for attempt in (0, 1):
             try:
                 return self._send(method, url, headers, body)
@@ -148,7 +149,7 @@ class Registry:
                 raise self._unreachable(exc) from exc
             except _TRANSFER_ERRORS as exc:
                 self.close()
-                if attempt:
+                if attempt or method == "PATCH":
                     raise self._unreachable(exc) from exc
         raise AssertionError("unreachable")
 
@@ -327,12 +328,9 @@ class Registry:
 
     def upload_blob(self, digest: str, size: int, source: Path, chunk_size: int) -> None:
         """Monolithic PUT when small; PATCH chunks with Content-Range, resumed after a drop."""
-        reply = self.request("POST", f"/v2/{self.ref.repository}/blobs/uploads/")
-        if reply.status != 202:
-            raise self.fail(reply, f"starting the upload of {digest} to {self.ref}")
-        location = self._location(reply)
+        location = self._start_upload(digest)
         if size > chunk_size:
-            location = self._upload_chunks(location, size, source, chunk_size)
+            location = self._upload_chunks(digest, location, size, source, chunk_size)
             body: Body = None
         else:
             body = (source, 0, size)
@@ -342,7 +340,15 @@ class Registry:
         if reply.status != 201:
             raise self.fail(reply, f"finishing the upload of {digest} to {self.ref}")
 
-    def _upload_chunks(self, location: str, size: int, source: Path, chunk_size: int) -> str:
+    def _start_upload(self, digest: str) -> str:
+        reply = self.request("POST", f"/v2/{self.ref.repository}/blobs/uploads/")
+        if reply.status != 202:
+            raise self.fail(reply, f"starting the upload of {digest} to {self.ref}")
+        return self._location(reply)
+
+    def _upload_chunks(
+        self, digest: str, location: str, size: int, source: Path, chunk_size: int
+    ) -> str:
         offset, failures = 0, 0
         while offset < size:
             end = min(offset + chunk_size, size) - 1
@@ -353,25 +359,28 @@ class Registry:
             try:
                 reply = self.request("PATCH", location, headers, (source, offset, end - offset + 1))
             except ServerUnavailableError:
-                failures += 1
-                if failures > _RETRIES:
-                    raise
-                location, offset = self._upload_status(location)
+                reply = None
+            if reply is not None and reply.status == 202:
+                location, offset = self._location(reply), _range_end(reply, end + 1)
                 continue
-            if reply.status == 416:  # the registry holds another amount than we thought
-                failures += 1
-                if failures > _RETRIES:
-                    raise self.fail(reply, f"uploading to {self.ref}")
-                location, offset = self._upload_status(location)
-                continue
-            if reply.status != 202:
+            if reply is not None and reply.status not in (400, 404, 416):
                 raise self.fail(reply, f"uploading a chunk to {self.ref}")
-            location, offset = self._location(reply), _range_end(reply, end + 1)
+            # Dropped, or the registry holds another amount than we sent: ask where it stands.
+            failures += 1
+            if failures > _RETRIES:
+                raise ServerUnavailableError(
+                    f"uploading {digest} to {self.ref} failed {failures} times; try again"
+                )
+            status = self._upload_status(location)
+            location, offset = status or (self._start_upload(digest), 0)
         return location
 
-    def _upload_status(self, location: str) -> tuple[str, int]:
-        """Where an interrupted upload stands: its new location and how many bytes it holds."""
+    def _upload_status(self, location: str) -> tuple[str, int] | None:
+        """Where an interrupted upload stands (its location, the bytes it holds), or None when
+        the registry cannot resume it (distribution 2.x, after a chunk was cut in the middle)."""
         reply = self.request("GET", location)
+        if reply.status in (400, 404, 416):
+            return None
         if reply.status != 204:
             raise self.fail(reply, f"resuming an interrupted upload to {self.ref}")
         return self._location(reply), _range_end(reply, 0)

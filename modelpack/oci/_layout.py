@@ -39,7 +39,7 @@ SIGNATURE = "org.modelpack.signature"
 MODEL_DIGEST = "org.modelpack.digest"
 MODEL_ID = "org.modelpack.model-id"
 
-CODE_DIR = "code"  # where the python and torch flavors keep shipped code
+CODE_DIR = "model/code"  # where the python and torch flavors keep shipped code
 SMALL_CONFIG = 1 << 20
 _CONFIG_SUFFIXES = {".json", ".yaml", ".yml", ".toml", ".txt", ".cfg", ".ini", ".jinja"}
 _WEIGHT_SUFFIXES = {
