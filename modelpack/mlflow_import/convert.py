@@ -1,0 +1,222 @@
+"""Turning an MLflow model's native files into an object one of modelpack's flavors saves.
+
+Each converter reads one MLflow flavor's files (as MLflow's ``save_model`` writes them) and
+returns what to save: the object, the modelpack flavor and its save options. Anything that would
+run code (a pickle, a skops type nobody reviewed, a pickled ``PythonModel``) is asked of the trust
+policy first; the result is saved in modelpack's pickle-free formats where one exists, so that
+it then loads with no trust at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelpack.errors import InvalidModelError, UnsupportedModelError
+from modelpack.mlflow_import.mlmodel import MlflowModel
+from modelpack.trust import PICKLE, Need, Trust
+
+# The classes each library's MLflow flavor records, rebuilt from this fixed list only.
+_XGBOOST = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
+_CATBOOST = ("CatBoostClassifier", "CatBoostRegressor", "CatBoostRanker", "CatBoost")
+# MLflow flavors in the order they are tried: the library's own flavor before python_function.
+ORDER = ("sklearn", "xgboost", "lightgbm", "catboost", "pytorch", "onnx", "python_function")
+
+
+@dataclass
+class Converted:
+    obj: Any
+    flavor: str
+    options: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def convert(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    for name in ORDER:
+        if name in model.flavors and (name != "python_function" or _is_python_model(model)):
+            return _CONVERTERS[name](model, trust, what)
+    loaders = model.flavor("python_function").get("loader_module")
+    raise UnsupportedModelError(
+        f"{what}: no importer for its MLflow flavor(s) {', '.join(sorted(model.flavors))}"
+        + (f" (pyfunc loader {loaders})" if loaders else "")
+        + f"; supported: {', '.join(ORDER)}"
+    )
+
+
+def _is_python_model(model: MlflowModel) -> bool:
+    return "python_model" in model.flavor("python_function")
+
+
+def _file(model: MlflowModel, rel: Any, what: str) -> Path:
+    path = (model.path / str(rel)).resolve()
+    if not str(rel) or model.path.resolve() not in path.parents or not path.exists():
+        raise InvalidModelError(f"{what}: the MLmodel names {rel!r}, which the model lacks")
+    return path
+
+
+def _check_pickle(trust: Trust, model: MlflowModel, file: Path, what: str) -> None:
+    trust.check([Need(PICKLE, str(file.relative_to(model.path)))], model=what)
+
+
+@contextlib.contextmanager
+def _code_on_path(model: MlflowModel, conf: dict[str, Any]) -> Iterator[list[Path]]:
+    """The flavor's ``code`` directory importable while its pickle loads (MLflow does the same)."""
+    code = conf.get("code")
+    if not code:
+        yield []
+        return
+    directory = _file(model, code, "code")
+    sys.path.insert(0, str(directory))
+    try:
+        yield sorted(directory.iterdir())
+    finally:
+        sys.path.remove(str(directory))
+
+
+def _load_pickle(file: Path) -> Any:
+    import pickle
+
+    with open(file, "rb") as fh:
+        return pickle.load(fh)
+
+
+def _load_skops(file: Path, trust: Trust, what: str) -> Any:
+    """A skops file read by the sklearn flavor: the types the policy does not trust are refused
+    (naming ``what``) before skops builds anything."""
+    from modelpack import plugins
+    from modelpack.model import trust_needs
+    from modelpack.plugins import LoadOptions
+
+    flavor = plugins.flavor("sklearn")
+    config = {"file": file.name, "serialization": "skops"}
+    trust.check(trust_needs(flavor, file.parent, config), model=what)
+    return flavor.load(file.parent, config, LoadOptions(trust=trust))
+
+
+def sklearn(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    conf = model.flavor("sklearn")
+    file = _file(model, conf.get("pickled_model", "model.pkl"), what)
+    if conf.get("serialization_format") == "skops":
+        return Converted(_load_skops(file, trust, what), "sklearn")
+    _check_pickle(trust, model, file, what)
+    with _code_on_path(model, conf):
+        estimator = _load_pickle(file)
+    return Converted(estimator, "sklearn", notes=["pickle re-saved with skops"])
+
+
+def xgboost(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    import xgboost as xgb
+
+    conf = model.flavor("xgboost")
+    file = _file(model, conf.get("data", "model.xgb"), what)
+    cls_name = str(conf.get("model_class", "xgboost.core.Booster")).rpartition(".")[2]
+    if cls_name == "Booster":
+        return Converted(xgb.Booster(model_file=str(file)), "xgboost")
+    if cls_name not in _XGBOOST:
+        raise UnsupportedModelError(f"{what}: unknown XGBoost model class {cls_name!r}")
+    estimator = getattr(xgb, cls_name)()
+    estimator.load_model(str(file))
+    return Converted(estimator, "xgboost")
+
+
+def lightgbm(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    import lightgbm as lgb
+
+    conf = model.flavor("lightgbm")
+    file = _file(model, conf.get("data", "model.lgb"), what)
+    fmt = conf.get("serialization_format")
+    if fmt == "skops":  # a scikit-learn wrapper: its types go through the trust policy
+        return Converted(_load_skops(file, trust, what), "lightgbm")
+    if file.suffix == ".pkl" or fmt in ("pickle", "cloudpickle"):
+        _check_pickle(trust, model, file, what)
+        return Converted(_load_pickle(file), "lightgbm", notes=["pickle re-saved as model.txt"])
+    return Converted(lgb.Booster(model_file=str(file)), "lightgbm")
+
+
+def catboost(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    import catboost as cb
+
+    conf = model.flavor("catboost")
+    file = _file(model, conf.get("data", "model.cb"), what)
+    cls_name = str(conf.get("model_type", "CatBoost"))
+    if cls_name not in _CATBOOST:
+        raise UnsupportedModelError(f"{what}: unknown CatBoost model type {cls_name!r}")
+    estimator = getattr(cb, cls_name)()
+    estimator.load_model(str(file), format=str(conf.get("save_format", "cbm")))
+    return Converted(estimator, "catboost")
+
+
+def pytorch(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    import torch
+
+    conf = model.flavor("pytorch")
+    data = _file(model, conf.get("model_data", "data"), what)
+    exported, pickled = data / "model.pt2", data / "model.pth"
+    if exported.is_file():  # serialization_format="pt2": torch.export, whose loader unpickles
+        _check_pickle(trust, model, exported, what)
+        load_program: Any = torch.export.load
+        program = load_program(str(exported))
+        return Converted(program, "torch", notes=["torch.export program kept as model.pt2"])
+    if not pickled.is_file():
+        raise InvalidModelError(f"{what}: {data.name}/ holds neither model.pth nor model.pt2")
+    if zipfile.is_zipfile(pickled) and _is_torchscript(pickled):
+        load_script: Any = torch.jit.load
+        with warnings.catch_warnings():  # torch.jit is deprecated; MLflow wrote the archive
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return Converted(load_script(str(pickled), map_location="cpu"), "torch")
+    _check_pickle(trust, model, pickled, what)
+    with _code_on_path(model, conf) as code:
+        module = torch.load(str(pickled), map_location="cpu", weights_only=False)
+    options = {"code_paths": [str(p) for p in code]} if code else {}
+    return Converted(module, "torch", options, notes=["pickled module re-saved pickle-free"])
+
+
+def _is_torchscript(file: Path) -> bool:
+    with zipfile.ZipFile(file) as archive:
+        return any(n.endswith("/constants.pkl") for n in archive.namelist())
+
+
+def onnx(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    import onnx as onnx_lib
+
+    conf = model.flavor("onnx")
+    file = _file(model, conf.get("data", "model.onnx"), what)
+    return Converted(onnx_lib.load(str(file)), "onnx")
+
+
+def python_model(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    from modelpack.mlflow_import.pyfunc import MlflowPythonModel, unpickle
+
+    conf = model.flavor("python_function")
+    file = _file(model, conf["python_model"], what)
+    _check_pickle(trust, model, file, what)
+    artifacts = {
+        str(name): _file(model, spec.get("path") if isinstance(spec, dict) else spec, what)
+        for name, spec in (conf.get("artifacts") or {}).items()
+    }
+    with _code_on_path(model, conf) as code:
+        wrapper = MlflowPythonModel(unpickle(file), conf.get("model_config"))
+        wrapper.load_context({k: str(v) for k, v in artifacts.items()})
+    options = {
+        "serialization": "cloudpickle",
+        "artifacts": artifacts,
+        "code_paths": [str(p) for p in code],
+    }
+    return Converted(wrapper, "python", options)
+
+
+_CONVERTERS: dict[str, Callable[[MlflowModel, Trust, str], Converted]] = {
+    "sklearn": sklearn,
+    "xgboost": xgboost,
+    "lightgbm": lightgbm,
+    "catboost": catboost,
+    "pytorch": pytorch,
+    "onnx": onnx,
+    "python_function": python_model,
+}
