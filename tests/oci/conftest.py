@@ -53,7 +53,9 @@ def _wait_ready(host: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def run_registry(root: Path, *, htpasswd: Path | None = None) -> Iterator[LocalRegistry]:
+def run_registry(
+    root: Path, *, htpasswd: Path | None = None, auth: str = ""
+) -> Iterator[LocalRegistry]:
     exe = shutil.which("docker-registry")
     if exe is None:
         skip_or_fail(
@@ -61,9 +63,8 @@ def run_registry(root: Path, *, htpasswd: Path | None = None) -> Iterator[LocalR
         )
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
-    auth = (
-        f"auth:\n  htpasswd:\n    realm: modelpack-test\n    path: {htpasswd}\n" if htpasswd else ""
-    )
+    if htpasswd:
+        auth = f"auth:\n  htpasswd:\n    realm: modelpack-test\n    path: {htpasswd}\n"
     config = root / "registry.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: error\n"
