@@ -18,9 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modelpack.errors import InvalidModelError, UnsupportedModelError
+from modelpack.errors import (
+    InvalidModelError,
+    MissingDependencyError,
+    ModelpackError,
+    UnsupportedModelError,
+    UntrustedModelError,
+)
 from modelpack.mlflow_import.mlmodel import MlflowModel
-from modelpack.trust import PICKLE, Need, Trust
+from modelpack.trust import PICKLE, Need, Trust, grant_hint
 
 # The classes each library's MLflow flavor records, rebuilt from this fixed list only.
 _XGBOOST = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
@@ -40,13 +46,30 @@ class Converted:
 def convert(model: MlflowModel, trust: Trust, what: str) -> Converted:
     for name in ORDER:
         if name in model.flavors and (name != "python_function" or _is_python_model(model)):
-            return _CONVERTERS[name](model, trust, what)
+            return _guarded(name, model, trust, what)
     loaders = model.flavor("python_function").get("loader_module")
     raise UnsupportedModelError(
         f"{what}: no importer for its MLflow flavor(s) {', '.join(sorted(model.flavors))}"
         + (f" (pyfunc loader {loaders})" if loaders else "")
         + f"; supported: {', '.join(ORDER)}"
     )
+
+
+def _guarded(name: str, model: MlflowModel, trust: Trust, what: str) -> Converted:
+    """The converter's result; a library's own failure becomes one line naming the model."""
+    try:
+        return _CONVERTERS[name](model, trust, what)
+    except ModelpackError:
+        raise
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{what} is a {name} model: install {exc.name or 'its library'} to import it"
+        ) from exc
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InvalidModelError(
+            f"{what}: cannot read its {name} files ({type(exc).__name__}: {reason})"
+        ) from exc
 
 
 def _is_python_model(model: MlflowModel) -> bool:
@@ -61,7 +84,13 @@ def _file(model: MlflowModel, rel: Any, what: str) -> Path:
 
 
 def _check_pickle(trust: Trust, model: MlflowModel, file: Path, what: str) -> None:
-    trust.check([Need(PICKLE, str(file.relative_to(model.path)))], model=what)
+    need = Need(PICKLE, str(file.relative_to(model.path)))
+    if not trust.allows(need):  # a grant by digest (`trust add`) is for modelpack models only
+        raise UntrustedModelError(
+            f"importing {what} would unpickle {need.name}, which runs code; import it only if "
+            f"you trust its source, with {grant_hint([need])}",
+            needs=[need.to_dict()],
+        )
 
 
 @contextlib.contextmanager
