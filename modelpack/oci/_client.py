@@ -39,6 +39,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 TIMEOUT_S = 60.0
 _READ = 1 << 20
 _RETRIES = 3
+_REDIRECTS = (301, 302, 303, 307, 308)
+_MAX_REDIRECTS = 5
 # (file, offset, length) is re-sendable after a 401 or a dropped connection, unlike a stream.
 Body = bytes | tuple[Path, int, int] | None
 _TRANSFER_ERRORS = (OSError, http.client.HTTPException)
@@ -299,32 +301,81 @@ class Registry:
         return True
 
     def read_blob(self, digest: str, size: int, sink: BinaryIO) -> None:
-        """Stream the blob into ``sink``, checking its size and digest as it comes."""
-        hasher, got = hashlib.sha256(), 0
+        """Stream the blob into ``sink``, checking its size and digest as it comes.
+
+        Registries backed by object storage answer with a redirect to it (a presigned URL):
+        followed without the registry's credentials, never from HTTPS down to HTTP.
+        """
+        hasher = hashlib.sha256()
         with self.stream("GET", self._path("blobs", digest)) as resp:
-            if resp.status in (301, 302, 303, 307, 308):
-                raise ArtifactError(
-                    f"blob {digest}: registry {self.ref.host} redirects to "
-                    f"{resp.headers.get('Location')}, which modelpack does not follow"
+            if resp.status not in _REDIRECTS:
+                got = self._copy(resp, digest, size, sink, hasher)
+                location = None
+            else:
+                location = urljoin(
+                    self.url(self._path("blobs", digest)), resp.getheader("Location", "")
                 )
-            if resp.status != 200:
-                raise self.fail(Reply(resp.status, resp.headers, resp.read()), f"blob {digest}")
+        for _ in range(_MAX_REDIRECTS):
+            if location is None:
+                break
+            parts = urlsplit(location)
+            if parts.scheme not in ("http", "https") or (
+                parts.scheme == "http" and self.scheme == "https"
+            ):
+                raise ArtifactError(
+                    f"blob {digest}: registry {self.ref.host} redirects to {location}"
+                )
+            conn_cls = (
+                http.client.HTTPSConnection
+                if parts.scheme == "https"
+                else http.client.HTTPConnection
+            )
+            conn = conn_cls(parts.netloc, timeout=TIMEOUT_S)
             try:
-                while piece := resp.read(_READ):
-                    got += len(piece)
-                    if got > size:
-                        break
-                    hasher.update(piece)
-                    sink.write(piece)
-            except _TRANSFER_ERRORS as exc:
-                self.close()
-                raise self._unreachable(exc) from exc
+                conn.request("GET", parts.path + (f"?{parts.query}" if parts.query else ""))
+                resp = conn.getresponse()
+                if resp.status in _REDIRECTS:
+                    location = urljoin(location, resp.getheader("Location", ""))
+                    continue
+                got = self._copy(resp, digest, size, sink, hasher)
+                location = None
+            except (OSError, http.client.HTTPException) as exc:
+                raise ServerUnavailableError(
+                    f"blob {digest}: cannot read {parts.netloc}: {exc}"
+                ) from exc
+            finally:
+                conn.close()
+        if location is not None:
+            raise ArtifactError(f"blob {digest}: more than {_MAX_REDIRECTS} redirects")
         actual = "sha256:" + hasher.hexdigest()
         if got != size or actual != digest:
             raise IntegrityError(
                 f"{self.ref}: blob {digest} does not match its descriptor "
                 f"(got {got} bytes{'' if got > size else ' hashing to ' + actual}, expected {size})"
             )
+
+    def _copy(
+        self,
+        resp: http.client.HTTPResponse,
+        digest: str,
+        size: int,
+        sink: BinaryIO,
+        hasher: hashlib._Hash,
+    ) -> int:
+        if resp.status != 200:
+            raise self.fail(Reply(resp.status, resp.headers, resp.read()), f"blob {digest}")
+        got = 0
+        try:
+            while piece := resp.read(_READ):
+                got += len(piece)
+                if got > size:
+                    break
+                hasher.update(piece)
+                sink.write(piece)
+        except _TRANSFER_ERRORS as exc:
+            self.close()
+            raise self._unreachable(exc) from exc
+        return got
 
     def upload_blob(self, digest: str, size: int, source: Path, chunk_size: int) -> None:
         """Monolithic PUT when small; PATCH chunks with Content-Range, resumed after a drop."""

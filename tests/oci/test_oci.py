@@ -269,3 +269,64 @@ def test_cli_push_pull_and_errors(
         missing.stderr.startswith("error [model_not_found]: ") and "Traceback" not in missing.stderr
     )
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+class _RedirectingFront:
+    """A registry front on its own port: manifests proxied, blobs redirected (307) to the
+    registry itself, as registries backed by object storage send clients to a presigned URL."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        front = self
+        self.redirected: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if "/blobs/" in self.path:
+                    front.redirected.append(self.path)
+                    self.send_response(307)
+                    self.send_header("Location", f"http://{upstream}{self.path}?signed=1")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                conn = http.client.HTTPConnection(upstream, timeout=10)
+                conn.request("GET", self.path, headers={"Accept": self.headers["Accept"] or "*/*"})
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                self.send_response(resp.status)
+                for key in ("Content-Type", "Docker-Content-Digest"):
+                    if resp.getheader(key):
+                        self.send_header(key, resp.getheader(key, ""))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_blob_redirects_are_followed(
+    registry: LocalRegistry, sklearn_model: Path, tmp_path: Path
+) -> None:
+    repo = _repo()
+    pushed = oci.push(sklearn_model, registry.ref(repo) + ":v1")
+    front = _RedirectingFront(registry.host)
+    try:
+        pulled = oci.pull(f"oci://{front.host}/{repo}:v1", tmp_path / "out")
+    finally:
+        front.close()
+    assert pulled.digest == pushed.digest
+    assert len(front.redirected) == pushed.blobs  # the config and every layer
+    _same_files(sklearn_model, pulled.path)
