@@ -200,6 +200,9 @@ class ServeSettings:
     device: str = "cpu"
     log_level: str = "info"
     options: Mapping[str, Any] = field(default_factory=dict)
+    # Several models by name (name -> URI), served by one process: ``run`` is then given an
+    # empty ``uri`` (a server's options may name more, e.g. the http server's ``repository``).
+    models: Mapping[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from modelpack.plugins import Predictor, ServeSettings
     from modelpack.signature import Signature
 
@@ -45,8 +47,29 @@ class HttpServer:
 
         return app_for_uri(uri, trust=trust, flavor=flavor, device=device, **options)
 
+    def app_for_models(
+        self,
+        models: Mapping[str, str],
+        *,
+        trust: bool | list[str] | None = None,
+        flavor: str | None = None,
+        device: str = "cpu",
+        **options: Any,
+    ) -> Any:
+        """An ASGI app serving several models by name (``models``: name -> URI).
+
+        Besides the single model's options: ``repository`` (a folder of models, or
+        ``models:/`` with ``repository_filter`` and ``repository_alias``), ``lazy``,
+        ``max_memory`` (bytes), ``follow_aliases`` (seconds) and ``model_config`` (name ->
+        per-model batching settings); see docs/serving.md, "Many models".
+        """
+        from ._run import app_for_models
+
+        return app_for_models(models, trust=trust, flavor=flavor, device=device, **options)
+
     def run(self, uri: str, settings: ServeSettings) -> None:
-        """Serve the model at ``uri`` with uvicorn until told to stop (SIGTERM drains)."""
+        """Serve the model at ``uri`` with uvicorn until told to stop (SIGTERM drains); with
+        ``uri`` empty, the models of ``settings.models`` and of the options' repository."""
         from ._run import run
 
         run(uri, settings)

@@ -86,21 +86,29 @@ def _freeze_heap() -> int:
     return gc.get_freeze_count()
 
 
-class ModelServer:
-    """Holds the model (once loaded) and answers every route."""
+async def _unimplemented(self: Any, request: Request) -> Response:
+    raise NotImplementedError
 
-    def __init__(self, loader: Loader, options: ServeOptions) -> None:
+
+class ServerBase:
+    """What every server answers the same way whatever it serves: the request's body, limits
+    and deadline, the MLflow and v2 protocols on one model, the server routes."""
+
+    metrics: ServerMetrics
+    extensions: tuple[str, ...] = ("binary_tensor_data",)
+
+    def __init__(self, options: ServeOptions) -> None:
         self.options = options
-        self._loader = loader
-        self.model: ServedModel | None = None
-        self.load_error: BaseException | None = None
         self.decoding = 0  # request bytes being decoded in threads right now
         self.draining = False  # set on SIGTERM: not ready, and every answer closes its connection
         self.on_load_failure: Callable[[BaseException], None] | None = None
-        self.metrics = ServerMetrics({r.path for r in self.routes() if "{" not in r.path})
-        self.metrics.watch_placement(lambda: self.model.placed if self.model else None)
 
     def routes(self) -> list[Route]:
+        return self.protocol_routes()
+
+    def protocol_routes(self) -> list[Route]:
+        """The routes of the MLflow scoring protocol, v2 and the server, on this server's
+        handlers."""
         v2model = "/v2/models/{name}"
         version = "/versions/{version}"
         return [
@@ -121,6 +129,113 @@ class ModelServer:
                 for v in ("", version)
             ),
         ]
+
+    # Each server's own answers on the protocol routes.
+    ping = health = metadata = openapi = invocations = _unimplemented
+    v2_ready = v2_model_ready = v2_model = v2_infer = _unimplemented
+
+    def lifespan(self, app: Starlette) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    def static_routes(self) -> set[str]:
+        return {r.path for r in self.routes() if "{" not in r.path}
+
+    async def version(self, request: Request) -> Response:
+        return Response(orjson.dumps({"modelpack": __version__}), media_type=JSON)
+
+    async def render_metrics(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def v2_server(self, request: Request) -> Response:
+        body = {"name": "modelpack", "version": __version__, "extensions": self.extensions}
+        return Response(orjson.dumps(body), media_type=JSON)
+
+    async def v2_live(self, request: Request) -> Response:
+        return Response(b'{"live":true}', media_type=JSON)
+
+    # -- one model's predictions -----------------------------------------------------------
+
+    async def invoke(self, model: ServedModel, request: Request) -> Response:
+        """The MLflow scoring protocol on ``model``: decode, predict, ``{"predictions": ...}``."""
+        with self._deadline():
+            raw = await self._body(request)
+            content_type = request.headers.get("content-type", "")
+            if len(raw) <= _INLINE_DECODE_BYTES:
+                data, params = model.decoder.decode(raw, content_type)
+            else:
+                with self._decode_budget(len(raw)):
+                    data, params = await anyio.to_thread.run_sync(
+                        model.decoder.decode, raw, content_type, abandon_on_cancel=True
+                    )
+            predictions = await model.predict(data, params)
+        return Response(dumps({"predictions": predictions}), media_type=JSON)
+
+    async def infer(self, name: str, model: ServedModel, request: Request) -> Response:
+        """A v2 inference request on ``model``, answered as the model ``name``."""
+        with self._deadline():
+            raw = await self._body(request)
+            infer = _v2.parse_infer(raw, request.headers.get(_v2.HEADER_LENGTH))
+            data = model.decoder.enforce(_v2.to_model_input(infer.tensors, model.signature))
+            predictions = await model.predict(data, infer.params)
+        outputs = _v2.output_tensors(predictions, model.signature)
+        body, header_length = _v2.encode_infer(name, infer, outputs)
+        if header_length is None:
+            return Response(body, media_type=JSON)
+        return Response(
+            body,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
+        )
+
+    @contextlib.contextmanager
+    def _decode_budget(self, size: int) -> Any:
+        budget = self.options.max_decode_bytes
+        if self.decoding and self.decoding + size > budget:
+            raise ServiceUnavailableError(
+                f"{self.decoding:,} request bytes are being decoded and this body has {size:,}; "
+                f"the server decodes at most {budget:,} at once (--max-decode-mb): retry",
+                retry_after=1,
+            )
+        self.decoding += size
+        try:
+            yield
+        finally:
+            self.decoding -= size
+
+    @contextlib.contextmanager
+    def _deadline(self) -> Any:
+        try:
+            with anyio.fail_after(self.options.timeout_s):
+                yield
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request took longer than {self.options.timeout_s:g}s"
+            ) from None
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.options.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLargeError(f"the body is {declared} bytes; the limit is {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class ModelServer(ServerBase):
+    """Holds the model (once loaded) and answers every route."""
+
+    def __init__(self, loader: Loader, options: ServeOptions) -> None:
+        super().__init__(options)
+        self._loader = loader
+        self.model: ServedModel | None = None
+        self.load_error: BaseException | None = None
+        self.metrics = ServerMetrics(self.static_routes())
+        self.metrics.watch_placement(lambda: self.model.placed if self.model else None)
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -176,17 +291,11 @@ class ModelServer:
         self.require_ready()
         return Response(b'{"status":"ready"}', media_type=JSON)
 
-    async def version(self, request: Request) -> Response:
-        return Response(orjson.dumps({"modelpack": __version__}), media_type=JSON)
-
     async def metadata(self, request: Request) -> Response:
         model = self.require()
         sig = model.signature.to_dict() if model.signature else None
         body = {"name": self.options.name, **model.info, "signature": sig}
         return Response(dumps(body), media_type=JSON)
-
-    async def render_metrics(self, request: Request) -> Response:
-        return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
     async def openapi(self, request: Request) -> Response:
         model = self.require()
@@ -196,66 +305,9 @@ class ModelServer:
     # -- MLflow scoring protocol -----------------------------------------------------------
 
     async def invocations(self, request: Request) -> Response:
-        model = self.require()
-        with self._deadline():
-            raw = await self._body(request)
-            content_type = request.headers.get("content-type", "")
-            if len(raw) <= _INLINE_DECODE_BYTES:
-                data, params = model.decoder.decode(raw, content_type)
-            else:
-                with self._decode_budget(len(raw)):
-                    data, params = await anyio.to_thread.run_sync(
-                        model.decoder.decode, raw, content_type, abandon_on_cancel=True
-                    )
-            predictions = await model.predict(data, params)
-        return Response(dumps({"predictions": predictions}), media_type=JSON)
-
-    @contextlib.contextmanager
-    def _decode_budget(self, size: int) -> Any:
-        budget = self.options.max_decode_bytes
-        if self.decoding and self.decoding + size > budget:
-            raise ServiceUnavailableError(
-                f"{self.decoding:,} request bytes are being decoded and this body has {size:,}; "
-                f"the server decodes at most {budget:,} at once (--max-decode-mb): retry",
-                retry_after=1,
-            )
-        self.decoding += size
-        try:
-            yield
-        finally:
-            self.decoding -= size
-
-    @contextlib.contextmanager
-    def _deadline(self) -> Any:
-        try:
-            with anyio.fail_after(self.options.timeout_s):
-                yield
-        except TimeoutError:
-            raise RequestTimeoutError(
-                f"the request took longer than {self.options.timeout_s:g}s"
-            ) from None
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self.options.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLargeError(f"the body is {declared} bytes; the limit is {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"the body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return await self.invoke(self.require(), request)
 
     # -- Open Inference Protocol v2 --------------------------------------------------------
-
-    async def v2_server(self, request: Request) -> Response:
-        body = {"name": "modelpack", "version": __version__, "extensions": ["binary_tensor_data"]}
-        return Response(orjson.dumps(body), media_type=JSON)
-
-    async def v2_live(self, request: Request) -> Response:
-        return Response(b'{"live":true}', media_type=JSON)
 
     async def v2_ready(self, request: Request) -> Response:
         self.require_ready()
@@ -280,21 +332,7 @@ class ModelServer:
         return Response(orjson.dumps(body), media_type=JSON)
 
     async def v2_infer(self, request: Request) -> Response:
-        model = self._v2_model(request)
-        with self._deadline():
-            raw = await self._body(request)
-            infer = _v2.parse_infer(raw, request.headers.get(_v2.HEADER_LENGTH))
-            data = model.decoder.enforce(_v2.to_model_input(infer.tensors, model.signature))
-            predictions = await model.predict(data, infer.params)
-        outputs = _v2.output_tensors(predictions, model.signature)
-        body, header_length = _v2.encode_infer(self.options.name, infer, outputs)
-        if header_length is None:
-            return Response(body, media_type=JSON)
-        return Response(
-            body,
-            media_type="application/octet-stream",
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
+        return await self.infer(self.options.name, self._v2_model(request), request)
 
 
 class ClosingWhenDraining:
@@ -302,7 +340,7 @@ class ClosingWhenDraining:
     an idle keep-alive connection gets its answer and then reconnects elsewhere, instead of
     finding the socket reset under it when the server exits."""
 
-    def __init__(self, app: Any, server: ModelServer) -> None:
+    def __init__(self, app: Any, server: ServerBase) -> None:
         self.app = app
         self.server = server
 
@@ -320,7 +358,7 @@ class ClosingWhenDraining:
         await self.app(scope, receive, closing)
 
 
-def build_app(server: ModelServer) -> Starlette:
+def build_app(server: ServerBase) -> Starlette:
     app = Starlette(
         routes=server.routes(),
         middleware=[
