@@ -377,19 +377,35 @@ class Registry:
             raise self._unreachable(exc) from exc
         return got
 
-    def upload_blob(self, digest: str, size: int, source: Path, chunk_size: int) -> None:
-        """Monolithic PUT when small; PATCH chunks with Content-Range, resumed after a drop."""
-        location = self._start_upload(digest)
-        if size > chunk_size:
-            location = self._upload_chunks(digest, location, size, source, chunk_size)
-            body: Body = None
+    def upload_blob(
+        self, digest: str, size: int, source: Path, chunk_size: int, state_dir: Path | None = None
+    ) -> None:
+        """Monolithic PUT when small; PATCH chunks with Content-Range, resumed after a drop.
+
+        With ``state_dir``, a chunked upload's location is kept there after every chunk, so that
+        the next push of the same blob (another process, after a kill) resumes it.
+        """
+        body: Body = (source, 0, size)
+        state = None
+        if size <= chunk_size:
+            location = self._start_upload(digest)
         else:
-            body = (source, 0, size)
+            state = self._state_file(state_dir, digest)
+            location = self._upload_chunks(digest, size, source, chunk_size, state)
+            body = None
         sep = "&" if "?" in location else "?"
         headers = {"Content-Type": "application/octet-stream"}
         reply = self.request("PUT", f"{location}{sep}digest={digest}", headers, body)
         if reply.status != 201:
             raise self.fail(reply, f"finishing the upload of {digest} to {self.ref}")
+        if state is not None:
+            state.unlink(missing_ok=True)
+
+    def _state_file(self, state_dir: Path | None, digest: str) -> Path | None:
+        if state_dir is None:
+            return None
+        key = f"{self.base}/{self.ref.repository}@{digest}".encode()
+        return state_dir / f"{hashlib.sha256(key).hexdigest()}.json"
 
     def _start_upload(self, digest: str) -> str:
         reply = self.request("POST", f"/v2/{self.ref.repository}/blobs/uploads/")
@@ -397,11 +413,29 @@ class Registry:
             raise self.fail(reply, f"starting the upload of {digest} to {self.ref}")
         return self._location(reply)
 
+    def _resume_or_start(self, digest: str, state: Path | None) -> tuple[str, int]:
+        saved = None
+        if state is not None:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                saved = str(json.loads(state.read_text(encoding="utf-8"))["location"])
+        if saved:
+            with contextlib.suppress(ArtifactError, ModelNotFoundError, PermissionDeniedError):
+                status = self._upload_status(saved)
+                if status is not None:
+                    return status
+        return self._start_upload(digest), 0
+
     def _upload_chunks(
-        self, digest: str, location: str, size: int, source: Path, chunk_size: int
+        self, digest: str, size: int, source: Path, chunk_size: int, state: Path | None
     ) -> str:
-        offset, failures = 0, 0
+        from modelpack._fs import atomic_write_bytes
+
+        location, offset = self._resume_or_start(digest, state)
+        failures = 0
         while offset < size:
+            if state is not None:
+                state.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(state, json.dumps({"location": location}).encode())
             end = min(offset + chunk_size, size) - 1
             headers = {
                 "Content-Type": "application/octet-stream",

@@ -46,6 +46,7 @@ def push(
     password: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> PushResult:
+    from modelpack._artifact_paths import cache_root
     from modelpack.artifacts import check_manifest_paths
     from modelpack.uris import resolve
 
@@ -55,6 +56,7 @@ def push(
     if chunk_size < 1:
         raise InvalidInputError(f"chunk size {chunk_size} must be positive")
     tag = ref.tag or DEFAULT_TAG
+    state_dir = cache_root() / "oci" / "uploads"
     model_dir = resolve(model_uri)
     descriptor = Descriptor.read(model_dir)
     check_manifest_paths(descriptor)
@@ -72,7 +74,7 @@ def push(
         uploaded = uploaded_bytes = 0
         for digest, size, source in dict.fromkeys(blobs):
             if not registry.has_blob(digest):
-                registry.upload_blob(digest, size, source, chunk_size)
+                registry.upload_blob(digest, size, source, chunk_size, state_dir)
                 uploaded += 1
                 uploaded_bytes += size
         digest = registry.put_manifest(artifact.manifest, tag)

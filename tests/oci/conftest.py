@@ -133,18 +133,30 @@ class CuttingProxy:
     upstream, it drops that connection: in the middle of a request, or (``at_request``) just as
     the next request starting with those bytes begins, before the server got any of it."""
 
-    def __init__(self, upstream: str, cut_after: int, at_request: bytes | None = None) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        cut_after: int,
+        at_request: bytes | None = None,
+        *,
+        port: int = 0,
+        then_down: bool = False,
+    ) -> None:
         self.upstream = upstream
         self.cut_after = cut_after
         self.at_request = at_request
+        self.then_down = then_down  # after the cut, refuse connections (a registry gone away)
         self.sent = 0  # bytes forwarded upstream, all connections
         self.cuts = 0
         self._lock = threading.Lock()
-        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server = socket.create_server(("127.0.0.1", port))
+        self.port = int(self._server.getsockname()[1])
         self.host = f"127.0.0.1:{self._server.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accepting thread; close alone may not
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
 
     def _accept(self) -> None:
@@ -170,6 +182,8 @@ class CuttingProxy:
                         if cut:
                             self.cuts += 1
                     if cut:
+                        if self.then_down:
+                            self.close()
                         break
                 dst.sendall(data)
         except OSError:

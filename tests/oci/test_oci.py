@@ -219,6 +219,32 @@ def test_an_upload_cut_between_chunks_resumes_where_the_registry_stands(
     _same_files(big_model, pulled.path)
 
 
+def test_the_next_push_resumes_an_upload_a_failed_push_left(
+    registry: LocalRegistry, big_model: Path, tmp_path: Path
+) -> None:
+    repo = _repo()
+    down = CuttingProxy(registry.host, int(2.5 * CHUNK), at_request=b"PATCH ", then_down=True)
+    try:
+        with pytest.raises(ServerUnavailableError):
+            oci.push(big_model, f"oci://{down.host}/{repo}:v1", chunk_size=CHUNK)
+    finally:
+        down.close()
+    # The registry is back at the same address: the next push (a new client, as a new
+    # process would be) continues the upload from the location the failed one left.
+    back = CuttingProxy(registry.host, cut_after=1 << 40, port=down.port)
+    try:
+        result = oci.push(big_model, f"oci://{back.host}/{repo}:v1", chunk_size=CHUNK)
+    finally:
+        back.close()
+    total = sum((big_model / rel).stat().st_size for rel in walk_files(big_model))
+    assert result.uploaded >= 1
+    # The 4 MiB blob's first 2 MiB were not sent again (a restart would send all of it).
+    assert back.sent < total - 2 * CHUNK + CHUNK // 4
+    assert list((Path(os.environ["MODELPACK_HOME"]) / "cache/oci/uploads").glob("*.json")) == []
+    pulled = oci.pull(registry.ref(repo) + ":v1", tmp_path / "out")
+    _same_files(big_model, pulled.path)
+
+
 def test_an_upload_cut_inside_a_chunk_starts_over_and_completes(
     registry: LocalRegistry, big_model: Path, tmp_path: Path
 ) -> None:
