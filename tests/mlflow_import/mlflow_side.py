@@ -5,6 +5,7 @@ OUT, each with ``expected.json``: MLflow's own pyfunc predictions on the saved i
 ``python mlflow_side.py store OUT``: ``OUT/mlflow.db`` and ``OUT/artifacts`` holding registered
 models with several versions, aliases, tags and descriptions (and ``OUT/store.json``: the ids).
 ``python mlflow_side.py predict MODEL_DIR``: MLflow's pyfunc predictions on the example.
+``python mlflow_side.py remote URI``: a model logged and registered through an MLflow server.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def sklearn_model(out: Path, serialization: str) -> None:
 
     x, y = _iris()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
-    extra = {"skops_trusted_types": []} if serialization == "skops" else {}
+    extra: dict[str, Any] = {"skops_trusted_types": []} if serialization == "skops" else {}
     mlflow.sklearn.save_model(
         model, str(out), serialization_format=serialization, input_example=x.head(5), **extra
     )
@@ -73,12 +74,14 @@ class TinyNet:  # built lazily: torch is imported only for the pytorch model
         ).eval()
 
 
-def pytorch_model(out: Path) -> None:
+def pytorch_model(out: Path, serialization: str) -> None:
     import mlflow.pytorch
 
     x, _ = _iris()
     example = x.head(5).to_numpy(dtype=np.float32)
-    mlflow.pytorch.save_model(TinyNet.build(), str(out), input_example=example)
+    mlflow.pytorch.save_model(
+        TinyNet.build(), str(out), input_example=example, serialization_format=serialization
+    )
 
 
 def onnx_model(out: Path) -> None:
@@ -133,7 +136,7 @@ def catboost_model(out: Path) -> None:
     mlflow.catboost.save_model(model, str(out), input_example=x.head(5))
 
 
-PYFUNC_CODE = '''
+PYFUNC_CODE = """
 import json
 
 import pandas as pd
@@ -141,7 +144,7 @@ import pandas as pd
 
 def scale(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
     return frame * factor
-'''
+"""
 
 
 def pyfunc_model(out: Path) -> None:
@@ -153,7 +156,7 @@ def pyfunc_model(out: Path) -> None:
     (work / "factor.json").write_text(json.dumps({"factor": 2.5}))
     sys.path.insert(0, str(work))
 
-    class Scaler(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    class Scaler(mlflow.pyfunc.PythonModel):
         def load_context(self, context: Any) -> None:
             with open(context.artifacts["factor"]) as fh:
                 self.factor = json.load(fh)["factor"]
@@ -181,7 +184,8 @@ def pyfunc_model(out: Path) -> None:
 BUILDERS = {
     "sklearn_skops": lambda out: sklearn_model(out, "skops"),
     "sklearn_pickle": lambda out: sklearn_model(out, "cloudpickle"),
-    "pytorch": pytorch_model,
+    "pytorch_pt2": lambda out: pytorch_model(out, "pt2"),
+    "pytorch_pickle": lambda out: pytorch_model(out, "pickle"),
     "onnx": onnx_model,
     "xgboost": xgboost_model,
     "lightgbm": lightgbm_model,
@@ -191,6 +195,7 @@ BUILDERS = {
 
 
 def models(out: Path, names: list[str]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
     for name in names or list(BUILDERS):
         target = out / name
         BUILDERS[name](target)
@@ -211,9 +216,7 @@ def store(out: Path) -> None:
     x, y = _iris()
     client = MlflowClient(uri, uri)
     ids: dict[str, Any] = {"runs": []}
-    client.create_registered_model(
-        "iris", tags={"team": "ml"}, description="Iris classifier"
-    )
+    client.create_registered_model("iris", tags={"team": "ml"}, description="Iris classifier")
     for c in (0.1, 1.0, 10.0):
         with mlflow.start_run(experiment_id=exp) as run:
             model = LogisticRegression(C=c, max_iter=500).fit(x, y)
@@ -239,12 +242,39 @@ def store(out: Path) -> None:
     print(json.dumps(ids))
 
 
+def remote(server: str) -> None:
+    """Log and register a model through a running ``mlflow server`` (proxied artifacts)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from sklearn.tree import DecisionTreeClassifier
+
+    mlflow.set_tracking_uri(server)
+    x, y = _iris()
+    with mlflow.start_run() as run:
+        model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y)
+        mlflow.sklearn.log_model(
+            model, name="model", input_example=x.head(3), registered_model_name="remote"
+        )
+    client = MlflowClient(server)
+    client.set_registered_model_alias("remote", "prod", "1")
+    client.update_registered_model("remote", description="logged through the server")
+    print(json.dumps({"run_id": run.info.run_id, "expected": predict_remote(x.head(3))}))
+
+
+def predict_remote(example: pd.DataFrame) -> Any:
+    import mlflow.pyfunc
+
+    return _jsonable(mlflow.pyfunc.load_model("models:/remote@prod").predict(example))
+
+
 if __name__ == "__main__":
-    command, target = sys.argv[1], Path(sys.argv[2])
+    command, target = sys.argv[1], Path(sys.argv[2])  # remote: target is the server's URI
     if command == "models":
         models(target, sys.argv[3:])
     elif command == "store":
         store(target)
+    elif command == "remote":
+        remote(sys.argv[2])
     elif command == "predict":
         print(json.dumps(predict(target)))
     else:
