@@ -19,6 +19,7 @@ def render(
     model_id: str,
     bake_model: bool,
     entrypoint: list[str],
+    model_digest: str | None = None,
 ) -> str:
     # RUN --mount needs BuildKit (docker) or buildah >= 1.24 (podman). The cache mount keeps
     # pip's downloads across builds; the CA bind mount reaches pip only, never the image.
@@ -48,9 +49,13 @@ def render(
         f"COPY model/ {MODEL_DIR}/\n"
         if bake_model
         else (
-            f"# The model is fetched from the artifact store when the server starts.\n"
+            f"# The model is fetched (artifact store, S3, OCI registry) when the server starts.\n"
             f"ENV MODELPACK_SAGEMAKER_MODEL_DIR={json.dumps(model_uri)}\n"
         )
+    )
+    # An oci:// model's manifest digest: what the image holds, whatever its tag says later.
+    digest_label = (
+        f"      dev.modelpack.model-digest={json.dumps(model_digest)} \\\n" if model_digest else ""
     )
     return (
         "# syntax=docker/dockerfile:1\n"
@@ -58,6 +63,7 @@ def render(
         f"FROM {base_image}\n"
         f'LABEL org.opencontainers.image.title="modelpack model server" \\\n'
         f"      dev.modelpack.model-uri={json.dumps(model_uri)} \\\n"
+        f"{digest_label}"
         f"      dev.modelpack.model-id={json.dumps(model_id)}\n"
         f"ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PATH={VENV}/bin:$PATH\n"
         f"COPY requirements.txt constraints.txt {BUILD}/\n"

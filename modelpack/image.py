@@ -18,7 +18,7 @@ from modelpack.errors import DeploymentError, InvalidInputError
 
 ENGINES = ("docker", "podman", "buildah")
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-_REMOTE_SCHEMES = ("models:", "runs:", "s3:")
+_REMOTE_SCHEMES = ("models:", "runs:", "s3:", "oci:")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class ImageOptions:
     fetch_model: bool = False  # fetch from the artifact store at start instead of baking in
     modelpack_wheel: Path | None = None  # reuse a built modelpack wheel
     trust: bool | tuple[str, ...] | None = None  # written into the entry point, never implied
+    insecure: bool = False  # plain HTTP to the oci:// model's registry when baking it in
 
 
 def write_context(model_uri: str, dest: Path, options: ImageOptions = ImageOptions()) -> Path:
@@ -37,13 +38,18 @@ def write_context(model_uri: str, dest: Path, options: ImageOptions = ImageOptio
 
     if options.fetch_model and not model_uri.startswith(_REMOTE_SCHEMES):
         raise InvalidInputError(
-            f"--fetch-model needs a models:/, runs:/ or s3:// URI the container can reach, "
-            f"not {model_uri!r}"
+            f"--fetch-model needs a models:/, runs:/, s3:// or oci:// URI the container can "
+            f"reach, not {model_uri!r}"
         )
-    model_dir = resolve(model_uri)
-    descriptor = Descriptor.read(model_dir)
+    baked_from_oci = model_uri.startswith("oci:") and not options.fetch_model
+    if options.insecure and not baked_from_oci:
+        raise InvalidInputError("--insecure applies to an oci:// model baked into the image")
     if dest.exists() and any(dest.iterdir()):
         raise InvalidInputError(f"context directory {dest} is not empty; give a new or empty one")
+    model_dir, digest = (
+        _model(model_uri, dest, options) if baked_from_oci else (resolve(model_uri), None)
+    )
+    descriptor = Descriptor.read(model_dir)
     dest.mkdir(parents=True, exist_ok=True)
     wheels = dest / "wheels"
     wheels.mkdir()
@@ -55,7 +61,7 @@ def write_context(model_uri: str, dest: Path, options: ImageOptions = ImageOptio
     (dest / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
     (dest / "constraints.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
     (dest / _dockerfile.CA_FILE).write_text("", encoding="utf-8")
-    if not options.fetch_model:
+    if not options.fetch_model and not baked_from_oci:
         shutil.copytree(model_dir, dest / "model")
     from modelpack.trust import cli_args
 
@@ -69,11 +75,22 @@ def write_context(model_uri: str, dest: Path, options: ImageOptions = ImageOptio
             model_id=descriptor.model_id,
             bake_model=not options.fetch_model,
             entrypoint=entrypoint,
+            model_digest=digest,
         ),
         encoding="utf-8",
     )
     (dest / ".dockerignore").write_text("**/__pycache__\nbuild.log\n", encoding="utf-8")
     return dest
+
+
+def _model(model_uri: str, dest: Path, options: ImageOptions) -> tuple[Path, str]:
+    """An oci:// model pulled (and verified) on this host straight into the context, and its
+    manifest digest: the image records it, so a tag moved later still says what it holds."""
+    from modelpack import oci
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pulled = oci.pull(model_uri, dest / "model", insecure=options.insecure)
+    return Path(pulled.path), pulled.digest
 
 
 def find_engine(preferred: str | None = None) -> str:

@@ -24,7 +24,9 @@ from modelpack.errors import DeploymentError, InvalidInputError
 
 # The options a deployment was made with, so `update` changes only what it is given.
 CONFIG_ANNOTATION = "modelpack.dev/config"
-_REMOTE_SCHEMES = ("models:", "runs:", "s3:")
+_REMOTE_SCHEMES = ("models:", "runs:", "s3:", "oci:")
+# What modelpack alone resolves: KServe's storage initializer knows none of them.
+_MODELPACK_SCHEMES = ("models:", "runs:")
 # Where and how to connect is not part of a deployment: never stored with it.
 _NOT_STORED = {"kubeconfig", "context", "namespace"}
 
@@ -153,10 +155,26 @@ class KubernetesDeployer:
 
     @staticmethod
     def _check_model_uri(model_uri: str, settings: Settings) -> None:
-        if settings.model_source == "fetch" and not model_uri.startswith(_REMOTE_SCHEMES):
+        source = settings.source(model_uri)
+        if source == "fetch" and not model_uri.startswith(_REMOTE_SCHEMES):
             raise InvalidInputError(
-                f"model_source=fetch needs a models:/, runs:/ or s3:// URI the pod can reach, "
-                f"not {model_uri!r}"
+                f"model_source=fetch needs a models:/, runs:/, s3:// or oci:// URI the pod can "
+                f"reach, not {model_uri!r}"
+            )
+        if source == "kserve" and not settings.kserve:
+            raise InvalidInputError("model_source=kserve needs kserve=true (an InferenceService)")
+        if source == "kserve" and (
+            "://" not in model_uri or model_uri.startswith(_MODELPACK_SCHEMES)
+        ):
+            raise InvalidInputError(
+                f"model_source=kserve needs a URI KServe's storage reads (oci://, s3://, gs://, "
+                f"https://...), not {model_uri!r}; use model_source=fetch"
+            )
+        pulls = source == "fetch" and model_uri.startswith("oci:")
+        if (settings.registry_secret or settings.registry_insecure) and not pulls:
+            raise InvalidInputError(
+                "registry_secret and registry_insecure apply to an oci:// model that the init "
+                "container pulls (model_source=fetch)"
             )
 
     def _render(

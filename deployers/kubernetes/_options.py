@@ -28,8 +28,13 @@ OPTIONS = {
     "gpu": "NVIDIA GPUs per pod, as nvidia.com/gpu limits (default: 0)",
     "node_selector": "node labels as key=value[,key=value] (default: none)",
     "scheduler_name": "scheduler for the pods (default: the cluster's)",
-    "model_source": "image (baked in, default) or fetch (an init container fetches the model "
-    "URI from the artifact store into the pod)",
+    "model_source": "image (baked in), fetch (an init container fetches the model into the pod: "
+    "`modelpack pull` for oci://, the registry and artifact store for models:/, runs:/, s3://) "
+    "or kserve (KServe's storage fetches it: STORAGE_URI, with kserve=true); default: fetch "
+    "for an oci:// model, else image",
+    "registry_secret": "Secret of type kubernetes.io/dockerconfigjson (as imagePullSecrets use) "
+    "holding the credentials the init container pulls an oci:// model with (default: none)",
+    "registry_insecure": "plain HTTP to the oci:// model's registry (default: false)",
     "env": "extra environment for the server (and the fetching init container) as "
     "KEY=VALUE[,KEY=VALUE], e.g. MODELPACK_STORE_URI and MODELPACK_ARTIFACT_URI",
     "service_type": "ClusterIP (default), NodePort or LoadBalancer",
@@ -41,12 +46,14 @@ OPTIONS = {
     "exact types/classes; written into the container's args (default: nothing)",
 }
 
-MODEL_SOURCES = ("image", "fetch")
+MODEL_SOURCES = ("image", "fetch", "kserve")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$")
 # RFC 1123 label: what Deployment and Service names must be.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# RFC 1123 subdomain: what Secret names must be.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def _int(key: str, value: Any, minimum: int = 0) -> int:
@@ -96,6 +103,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def _secret_name(key: str, value: Any) -> str:
+    text = str(value)
+    if len(text) > 253 or not _SUBDOMAIN.match(text):
+        raise InvalidInputError(
+            f"option {key}={value!r} is not a Secret name (lower-case letters, digits, '-' and '.')"
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Settings:
     image: str | None = None
@@ -113,7 +129,9 @@ class Settings:
     gpu: int = 0
     node_selector: dict[str, str] = field(default_factory=dict)
     scheduler_name: str | None = None
-    model_source: str = "image"
+    model_source: str | None = None  # None: source() picks by the model URI
+    registry_secret: str | None = None
+    registry_insecure: bool = False
     env: dict[str, str] = field(default_factory=dict)
     service_type: str = "ClusterIP"
     service_port: int = 80
@@ -146,7 +164,17 @@ class Settings:
             if c.get("node_selector")
             else {},
             scheduler_name=str(c["scheduler_name"]) if c.get("scheduler_name") else None,
-            model_source=_choice("model_source", c.get("model_source", "image"), MODEL_SOURCES),
+            model_source=(
+                _choice("model_source", c["model_source"], MODEL_SOURCES)
+                if c.get("model_source")
+                else None
+            ),
+            registry_secret=(
+                _secret_name("registry_secret", c["registry_secret"])
+                if c.get("registry_secret")
+                else None
+            ),
+            registry_insecure=option_bool("registry_insecure", c.get("registry_insecure", False)),
             env=_pairs("env", c["env"]) if c.get("env") else {},
             service_type=_choice("service_type", c.get("service_type", "ClusterIP"), SERVICE_TYPES),
             service_port=_int("service_port", c.get("service_port", 80), 1),
@@ -163,6 +191,12 @@ class Settings:
                 f"min_replicas={settings.min_replicas}"
             )
         return settings
+
+    def source(self, model_uri: str) -> str:
+        """Where the pod gets the model: the option, else fetch for oci://, else image."""
+        if self.model_source:
+            return self.model_source
+        return "fetch" if model_uri.startswith("oci:") else "image"
 
     def require_image(self) -> str:
         if not self.image:

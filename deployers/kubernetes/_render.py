@@ -18,12 +18,23 @@ HPA_VERSIONS = ("autoscaling/v2", "autoscaling/v2beta2")  # 1.20 serves only v2b
 KSERVE_VERSION = "serving.kserve.io/v1beta1"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
+# An oci:// model is pulled into /models/NAME, a new folder in the shared emptyDir: a pull cut
+# short leaves no half model there, so the restarted init container starts over cleanly.
+MODELS_DIR = "/models"
+REGISTRY_AUTH_DIR = "/var/run/secrets/modelpack/registry"  # DOCKER_CONFIG of the pull
+KSERVE_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
+SERVER_MODEL_ENV = "MODELPACK_SAGEMAKER_MODEL_DIR"  # what `serve` loads (default MODEL_DIR)
 
 # The init container copies the resolved model (registry + artifact store, or S3) into the pod.
 _FETCH = (
     "import shutil, sys; from modelpack.uris import resolve; "
     "shutil.copytree(resolve(sys.argv[1]), sys.argv[2], dirs_exist_ok=True)"
 )
+
+# The init container pulls an oci:// model with the image's own CLI. A pod whose sandbox is
+# recreated runs its init containers again over the same emptyDir: a model pulled before (a
+# pull only puts the folder in place once complete) is kept, not pulled into a taken folder.
+_PULL = '[ -e "$2" ] && echo "$2 was pulled before" || exec modelpack pull "$@"'
 
 
 def labels(name: str) -> dict[str, str]:
@@ -53,8 +64,8 @@ def _resources(s: Settings) -> dict[str, Any]:
     return {"requests": {"cpu": s.cpu, "memory": s.memory}, "limits": limits}
 
 
-def _env(s: Settings) -> list[dict[str, str]]:
-    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(s.workers), **s.env}
+def _env(s: Settings, extra: dict[str, str] | None = None) -> list[dict[str, str]]:
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(s.workers), **s.env, **(extra or {})}
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
@@ -76,7 +87,7 @@ def _security() -> dict[str, Any]:
     }
 
 
-def _server_container(s: Settings, image: str) -> dict[str, Any]:
+def _server_container(s: Settings, image: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": "model-server",
         "image": image,
@@ -84,7 +95,7 @@ def _server_container(s: Settings, image: str) -> dict[str, Any]:
         # the SageMaker contract: 0.0.0.0:8080, model in /opt/ml/model; trust only if given
         "args": ["serve", *trust.cli_args(s.trust)],
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": _env(s),
+        "env": _env(s, env),
         "resources": _resources(s),
         # Loading a large model takes a while: the startup probe holds liveness off until then.
         "startupProbe": _probe(LIVE_PATH, period=5, failures=60),
@@ -94,29 +105,88 @@ def _server_container(s: Settings, image: str) -> dict[str, Any]:
     }
 
 
-def _pod_spec(s: Settings, image: str, model_uri: str) -> dict[str, Any]:
-    server = _server_container(s, image)
-    spec: dict[str, Any] = {"containers": [server]}
-    if s.model_source == "fetch":
-        mount = {"name": "model", "mountPath": MODEL_DIR}
-        server["volumeMounts"] = [mount]
-        spec["initContainers"] = [
-            {
-                "name": "fetch-model",
-                "image": image,
-                "imagePullPolicy": s.image_pull_policy,
-                "command": ["python", "-c", _FETCH, model_uri, MODEL_DIR],
-                "env": [{"name": k, "value": v} for k, v in s.env.items()],
-                "volumeMounts": [mount],
-                "securityContext": _security(),
-            }
-        ]
-        spec["volumes"] = [{"name": "model", "emptyDir": {}}]
+def _pod_spec(s: Settings, image: str, model_uri: str, name: str) -> dict[str, Any]:
+    source = s.source(model_uri)
+    if source == "fetch" and model_uri.startswith("oci:"):
+        spec = _pulled_from_oci(s, image, model_uri, name)
+    elif source == "fetch":
+        spec = _fetched(s, image, model_uri)
+    elif source == "kserve":
+        # KServe reads STORAGE_URI on a custom predictor's kserve-container and mounts the
+        # model at /mnt/models (an oci:// one through its OCI storage).
+        storage = {"STORAGE_URI": model_uri, SERVER_MODEL_ENV: KSERVE_MODEL_DIR}
+        spec = {"containers": [_server_container(s, image, storage)]}
+    else:
+        spec = {"containers": [_server_container(s, image)]}
     if s.node_selector:
         spec["nodeSelector"] = dict(s.node_selector)
     if s.scheduler_name:
         spec["schedulerName"] = s.scheduler_name
     return spec
+
+
+def _fetched(s: Settings, image: str, model_uri: str) -> dict[str, Any]:
+    server = _server_container(s, image)
+    mount = {"name": "model", "mountPath": MODEL_DIR}
+    server["volumeMounts"] = [mount]
+    init = {
+        "name": "fetch-model",
+        "image": image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": ["python", "-c", _FETCH, model_uri, MODEL_DIR],
+        "env": [{"name": k, "value": v} for k, v in s.env.items()],
+        "volumeMounts": [mount],
+        "securityContext": _security(),
+    }
+    return {
+        "containers": [server],
+        "initContainers": [init],
+        "volumes": [{"name": "model", "emptyDir": {}}],
+    }
+
+
+def _pulled_from_oci(s: Settings, image: str, model_uri: str, name: str) -> dict[str, Any]:
+    """The image's own ``modelpack pull`` fills an emptyDir the server then loads from."""
+    target = f"{MODELS_DIR}/{name}"
+    mount: dict[str, Any] = {"name": "models", "mountPath": MODELS_DIR}
+    server = _server_container(s, image, {SERVER_MODEL_ENV: target})
+    server["volumeMounts"] = [dict(mount)]
+    env = dict(s.env)
+    mounts = [mount]
+    volumes: list[dict[str, Any]] = [{"name": "models", "emptyDir": {}}]
+    if s.registry_secret:
+        # The same Secret type as imagePullSecrets: its .dockerconfigjson is a Docker config.
+        env["DOCKER_CONFIG"] = REGISTRY_AUTH_DIR
+        mounts.append({"name": "registry-auth", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True})
+        volumes.append(
+            {
+                "name": "registry-auth",
+                "secret": {
+                    "secretName": s.registry_secret,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                },
+            }
+        )
+    init = {
+        "name": "pull-model",
+        "image": image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": [
+            "sh",
+            "-c",
+            _PULL,
+            "pull-model",
+            model_uri,
+            target,
+            *(["--insecure"] if s.registry_insecure else []),
+        ],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [dict(m) for m in mounts],
+        "securityContext": _security(),
+        # The pull's one-line error becomes the pod's termination message, which `get` reports.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {"containers": [server], "initContainers": [init], "volumes": volumes}
 
 
 def deployment(
@@ -137,7 +207,7 @@ def deployment(
                 # A new model URI with the same image still rolls the pods.
                 "annotations": {MODEL_URI_ANNOTATION: model_uri},
             },
-            "spec": _pod_spec(s, image, model_uri),
+            "spec": _pod_spec(s, image, model_uri, name),
         },
     }
     if not s.max_replicas:
@@ -194,7 +264,7 @@ def autoscaler(
 def inference_service(
     name: str, namespace: str, model_uri: str, s: Settings, image: str
 ) -> dict[str, Any]:
-    pod = _pod_spec(s, image, model_uri)
+    pod = _pod_spec(s, image, model_uri, name)
     container = pod["containers"][0]
     container["name"] = "kserve-container"  # the name KServe looks for in a custom predictor
     container.pop("startupProbe")

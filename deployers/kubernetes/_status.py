@@ -24,10 +24,17 @@ def _pod_summary(pod: Any) -> str:
     status = pod.status or {}
     parts = [f"pod {pod.metadata.name}: {getattr(status, 'phase', None) or 'Pending'}"]
     parts += _conditions(getattr(status, "conditions", None), only_false=True)
-    for cs in getattr(status, "containerStatuses", None) or []:
+    init = getattr(status, "initContainerStatuses", None) or []
+    for cs in [*init, *(getattr(status, "containerStatuses", None) or [])]:
         waiting = getattr(cs.state, "waiting", None) if cs.state else None
         if waiting:
             parts.append(f"{cs.name} waiting ({waiting.reason}: {waiting.message or ''})")
+    for cs in init:  # a failing init container (the model pull) says why when it last ended
+        last = getattr(cs, "lastState", None)
+        ended = getattr(last, "terminated", None) if last else None
+        if ended and ended.exitCode:
+            lines = (ended.message or "").strip().splitlines()
+            parts.append(f"{cs.name} exited {ended.exitCode}" + (f": {lines[-1]}" if lines else ""))
     return ", ".join(parts)
 
 

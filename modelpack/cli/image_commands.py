@@ -25,7 +25,9 @@ def register(app: typer.Typer) -> None:
 
 
 def build_image(
-    uri: Annotated[str, typer.Argument(help="Model path or URI.")],
+    uri: Annotated[
+        str, typer.Argument(help="Model path or URI (an oci:// model is pulled on this host).")
+    ],
     tag: Annotated[str, typer.Option("-t", "--tag", help="Image name and tag.")],
     base_image: Annotated[
         str, typer.Option(help="Base image with python3 and its venv module.")
@@ -42,7 +44,17 @@ def build_image(
     ] = None,
     fetch_model: Annotated[
         bool,
-        typer.Option(help="Fetch the model (models:/, runs:/, s3://) when the server starts."),
+        typer.Option(
+            help="Fetch the model (models:/, runs:/, s3://, oci://) when the server starts."
+        ),
+    ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Plain HTTP to the oci:// model's registry while baking it in (loopback hosts "
+            "always are).",
+        ),
     ] = False,
     network: Annotated[
         str | None, typer.Option(help="Network mode of the build's RUN steps (e.g. host).")
@@ -62,6 +74,7 @@ def build_image(
         base_image=base_image,
         gpu=gpu,
         fetch_model=fetch_model,
+        insecure=insecure,
         trust=tuple(granted) if isinstance(granted, list) else granted,
     )
     try:
