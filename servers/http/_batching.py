@@ -8,10 +8,10 @@ once and hands each caller exactly its own rows back. It wraps a Predictor and n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +37,7 @@ class _Item:
     # Submitted from an event loop: the answer goes to this asyncio future, set on its loop,
     # one loop callback per batch (not one cross-thread wake-up per request).
     waiter: asyncio.Future[Any] | None = None
+    key: Any = None  # what it can be merged with: worked out by the worker, once
 
 
 def rows_of(data: Any) -> int | None:
@@ -91,7 +92,17 @@ def _split(output: Any, sizes: Sequence[int]) -> list[Any] | None:
 
 
 class BatchingPredictor:
-    """Wraps a Predictor; ``submit`` queues one request and returns a future of its output."""
+    """Wraps a Predictor; ``submit`` queues one request and returns a future of its output.
+
+    The worker thread is woken only when it has something to do: the first request of a batch,
+    enough rows queued to fill it, or its own timer (the batch's deadline, or the end of a lull
+    in arrivals). Not once per request: each wake-up makes the worker take the GIL from the
+    event loop that is still decoding the rest of the burst.
+
+    A batch closes when it is full, when ``max_latency_ms`` has passed since its first request
+    arrived, or when no request has arrived for ``idle_gap_ms`` (the burst is over: the ones
+    that would fill the batch are waiting for answers, so waiting for them is time lost).
+    """
 
     def __init__(
         self,
@@ -100,18 +111,24 @@ class BatchingPredictor:
         max_batch_size: int,
         max_latency_ms: float = 5.0,
         max_queue_size: int = 1024,
+        idle_gap_ms: float = 2.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.inner = inner
         self.signature = getattr(inner, "signature", None)
         self.max_batch_size = max(1, max_batch_size)
         self.max_latency = max(0.0, max_latency_ms) / 1000.0
-        self._queue: queue.Queue[_Item | None] = queue.Queue(maxsize=max(1, max_queue_size))
+        self.idle_gap = min(self.max_latency, max(0.0, idle_gap_ms) / 1000.0)
+        self.max_queue_size = max(1, max_queue_size)
         self._on_batch = on_batch
-        self._carry: _Item | None = None
+        self._items: collections.deque[_Item] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._queued_rows = 0  # rows in _items, an unmergeable request counting as a full batch
+        self._wake_rows = 1  # the sleeping worker is woken once this many rows are queued
+        self._sleeping = False
+        self._last_arrival = 0.0
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
     def predict(self, data: Any, params: Mapping[str, Any] | None = None) -> Any:
         if params:  # a request with its own parameters is not merged with others
@@ -128,66 +145,88 @@ class BatchingPredictor:
         return await waiter
 
     def _enqueue(self, item: _Item) -> _Item:
-        self._ensure_started()
-        try:
-            self._queue.put_nowait(item)
-        except queue.Full:
-            raise ServiceUnavailableError(
-                f"the batching queue is full ({self._queue.maxsize} requests waiting); "
-                "retry shortly or add replicas",
-                retry_after=1,
-            ) from None
+        with self._cond:
+            if len(self._items) >= self.max_queue_size:
+                raise ServiceUnavailableError(
+                    f"the batching queue is full ({self.max_queue_size} requests waiting); "
+                    "retry shortly or add replicas",
+                    retry_after=1,
+                )
+            if self._thread is None:
+                self._stopping = False
+                self._thread = threading.Thread(
+                    target=self._run, name="modelpack-batcher", daemon=True
+                )
+                self._thread.start()
+            self._items.append(item)
+            self._queued_rows += self._weight(item)
+            self._last_arrival = item.arrived
+            if self._sleeping and self._queued_rows >= self._wake_rows:
+                self._sleeping = False
+                self._cond.notify()
         return item
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
+        """Answer what is queued, then stop the worker (a later request starts a new one)."""
+        with self._cond:
+            thread, self._stopping = self._thread, True
+            self._cond.notify()
+        if thread is not None:
+            thread.join(timeout=30)
 
-    def _ensure_started(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    thread = threading.Thread(
-                        target=self._run, name="modelpack-batcher", daemon=True
-                    )
-                    thread.start()
-                    self._thread = thread
+    def _weight(self, item: _Item) -> int:
+        if item.rows < 0 or item.rows >= self.max_batch_size:
+            return self.max_batch_size  # it goes alone: wake the worker at once
+        return max(item.rows, 1)
 
     def _run(self) -> None:
         while True:
-            first = self._carry or self._queue.get()
-            self._carry = None
-            if first is None:
+            batch = self._next_batch()
+            if batch is None:
                 return
-            self._predict(self._collect(first))
-            if self._stopping:
-                return
+            self._predict(batch)
 
-    def _collect(self, first: _Item) -> list[_Item]:
-        if first.rows < 0 or first.rows >= self.max_batch_size:
-            return [first]  # alone: not mergeable, or already a full batch on its own
-        batch, rows, key = [first], first.rows, _key(first.data)
-        deadline = first.arrived + self.max_latency
-        while rows < self.max_batch_size:
-            timeout = deadline - time.monotonic()
-            try:
-                item = self._queue.get_nowait() if timeout <= 0 else self._queue.get(True, timeout)
-            except queue.Empty:
-                break
-            if item is None:
-                self._stopping = True
-                break
-            if item.rows < 0 or rows + item.rows > self.max_batch_size:
-                self._carry = item  # never split a request: it starts the next batch
-                break
-            if _key(item.data) != key:
-                self._carry = item
-                break
-            batch.append(item)
-            rows += item.rows
-        return batch
+    def _sleep(self, rows: int, timeout: float | None) -> None:
+        # Called with the lock held; woken by _enqueue once ``rows`` rows are queued.
+        self._wake_rows, self._sleeping = rows, True
+        self._cond.wait(timeout)
+        self._sleeping = False
+
+    def _pop(self) -> _Item:
+        item = self._items.popleft()
+        self._queued_rows -= self._weight(item)
+        return item
+
+    def _next_batch(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._items:
+                if self._stopping:
+                    self._thread = None  # under the lock: a request from now on starts a new one
+                    return None
+                self._sleep(1, None)
+            first = self._pop()
+            if first.rows < 0 or first.rows >= self.max_batch_size:
+                return [first]  # alone: not mergeable, or already a full batch on its own
+            batch, rows, key = [first], first.rows, _key(first.data)
+            deadline = first.arrived + self.max_latency
+            while True:
+                while self._items and rows < self.max_batch_size:
+                    head = self._items[0]
+                    if head.rows < 0 or rows + head.rows > self.max_batch_size:
+                        return batch  # never split a request: it starts the next batch
+                    if head.key is None:
+                        head.key = _key(head.data)
+                    if head.key != key:
+                        return batch
+                    batch.append(self._pop())
+                    rows += head.rows
+                if rows >= self.max_batch_size or self._stopping:
+                    return batch
+                until = min(deadline, self._last_arrival + self.idle_gap)
+                now = time.monotonic()
+                if now >= until:
+                    return batch
+                self._sleep(self.max_batch_size - rows, until - now)
 
     def _predict(self, batch: list[_Item]) -> None:
         live = [i for i in batch if i.waiter is not None or i.future.set_running_or_notify_cancel()]

@@ -1,4 +1,7 @@
 import concurrent.futures
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -180,3 +183,139 @@ def test_inline_policy_never_puts_a_slow_model_on_the_loop():
     for _ in range(8):
         policy.record(0.2)
     assert not any(policy.inline() for _ in range(5000))
+
+
+class Gated:
+    """Holds its first predict until released, recording the rows of every call."""
+
+    def __init__(self):
+        self.sizes = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def predict(self, data, params=None):
+        self.sizes.append(len(data))
+        self.started.set()
+        self.release.wait(10)
+        return data * 2
+
+
+def test_requests_queued_while_the_model_is_busy_go_in_one_predict_call():
+    inner = Gated()
+    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=60_000)
+    first = batcher.submit(np.zeros((1, 3)))
+    assert inner.started.wait(10)  # the worker holds the first request
+    inputs = [np.full((1 + i % 2, 3), float(i)) for i in range(12)]
+    futures = [batcher.submit(x) for x in inputs]
+    inner.release.set()
+    for given, future in zip(inputs, futures, strict=True):
+        np.testing.assert_array_equal(future.result(10), given * 2)
+    assert first.result(10).shape == (1, 3)
+    # The twelve waited together: one call for all of them, not one each.
+    assert inner.sizes == [1, sum(len(x) for x in inputs)]
+    batcher.close()
+
+
+def test_a_batch_stops_waiting_when_requests_stop_arriving():
+    # The budget is a minute: an answer within the test's 10 s timeout means the batcher
+    # saw the burst was over (the idle gap), not that the budget ran out.
+    inner = Recorder()
+    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=60_000, idle_gap_ms=5)
+    futures = [batcher.submit(np.ones((1, 2))) for _ in range(3)]
+    assert all(f.result(10).shape == (1, 2) for f in futures)
+    assert sum(inner.sizes) == 3
+    batcher.close()
+
+
+def test_a_full_batch_goes_at_once_whatever_the_budget():
+    inner = Recorder()
+    batcher = BatchingPredictor(inner, max_batch_size=4, max_latency_ms=60_000, idle_gap_ms=60_000)
+    futures = [batcher.submit(np.full((1, 2), float(i))) for i in range(4)]
+    assert [f.result(10)[0, 0] for f in futures] == [0.0, 2.0, 4.0, 6.0]
+    assert inner.sizes == [4]
+    batcher.close()
+
+
+def test_arrays_of_other_shapes_wait_for_their_own_batch():
+    inner = Gated()
+    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=60_000)
+    batcher.submit(np.zeros((1, 3)))
+    assert inner.started.wait(10)
+    narrow = [batcher.submit(np.ones((1, 3))) for _ in range(3)]
+    wide = batcher.submit(np.ones((2, 5)))
+    more_narrow = batcher.submit(np.ones((1, 3)))
+    inner.release.set()
+    assert [f.result(10).shape for f in narrow] == [(1, 3)] * 3
+    assert wide.result(10).shape == (2, 5)
+    assert more_narrow.result(10).shape == (1, 3)
+    # In arrival order: the narrow ones merged up to the wide one, which went alone.
+    assert inner.sizes == [1, 3, 2, 1]
+    batcher.close()
+
+
+def test_close_answers_what_is_queued_and_a_later_request_starts_a_new_worker():
+    inner = Gated()
+    batcher = BatchingPredictor(inner, max_batch_size=8, max_latency_ms=60_000)
+    first = batcher.submit(np.zeros((1, 1)))
+    assert inner.started.wait(10)
+    queued = [batcher.submit(np.ones((1, 1))) for _ in range(5)]
+    closing = threading.Thread(target=batcher.close)
+    closing.start()
+    inner.release.set()
+    closing.join(10)
+    assert not closing.is_alive()
+    assert first.result(0).shape == (1, 1)
+    assert [f.result(0)[0, 0] for f in queued] == [2.0] * 5  # answered before the worker left
+    np.testing.assert_array_equal(batcher.predict(np.ones((1, 1))), [[2.0]])
+    batcher.close()
+
+
+def test_requests_with_params_are_never_merged():
+    class WithParams:
+        calls = []
+
+        def predict(self, data, params=None):
+            self.calls.append((len(data), dict(params or {})))
+            return data * (params or {}).get("scale", 1)
+
+    inner = WithParams()
+    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=50)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        scaled = [pool.submit(batcher.predict, np.ones((1, 1)), {"scale": i}) for i in range(4)]
+        plain = [pool.submit(batcher.predict, np.ones((1, 1))) for _ in range(4)]
+    assert [f.result()[0, 0] for f in scaled] == [0.0, 1.0, 2.0, 3.0]
+    assert [f.result()[0, 0] for f in plain] == [1.0] * 4
+    assert sorted(p["scale"] for _, p in inner.calls if p) == [0, 1, 2, 3]
+    assert sum(n for n, p in inner.calls if not p) == 4
+    batcher.close()
+
+
+def test_a_served_torch_model_leaves_a_core_to_the_event_loop():
+    # In a fresh interpreter: the cap changes torch's process-wide thread count.
+    code = (
+        "import os, torch\n"
+        "from modelpack.servers.http._served import leave_a_core_to_the_event_loop as cap\n"
+        "torch.set_num_threads(3)\n"
+        "got = cap()\n"
+        "want = max(1, len(os.sched_getaffinity(0)) - 1)\n"
+        "print(got, torch.get_num_threads(), want if want < 3 else None)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    got, threads, want = out.stdout.split()
+    if want == "None":  # a machine with over 3 cores: 3 threads leave one already
+        assert (got, threads) == ("None", "3")
+    else:
+        assert got == want and threads == want
+    user_set = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "OMP_NUM_THREADS": "3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert user_set.returncode == 0, user_set.stderr
+    assert user_set.stdout.split()[:2] == ["None", "3"]  # the user's choice stands
