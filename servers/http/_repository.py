@@ -100,15 +100,23 @@ def _resolve(uri: str) -> tuple[Path, str]:
 
         aliased = alias_of(uri)
         rest = uri.removeprefix("models:").strip("/")
+        name, _, pinned = rest.partition("/")
         if aliased is not None:
-            version = registry.get_by_alias(*aliased).version
-            uri = f"models:/{aliased[0]}/{version}"
-        elif rest.endswith("/latest"):
-            version = registry.latest_version(rest.removesuffix("/latest")).version
-            uri = f"models:/{rest.removesuffix('/latest')}/{version}"
+            name, version = aliased[0], registry.get_by_alias(*aliased).version
+        elif pinned == "latest":
+            version = registry.latest_version(name).version
+        elif pinned.startswith("stage/"):
+            quoted = (name.replace("'", "''"), pinned.removeprefix("stage/").replace("'", "''"))
+            found = registry.search_versions(
+                f"name = '{quoted[0]}' AND stage = '{quoted[1]}'", order_by="version DESC"
+            ).items
+            if not found:
+                raise ModelNotFoundError(f"{uri}: no version of {name!r} is in that stage")
+            version = found[0].version
         else:
-            version = int(rest.rsplit("/", 1)[-1]) if rest.rsplit("/", 1)[-1].isdigit() else 1
-        return resolve(uri), str(version)
+            return resolve(uri), pinned
+        # The version found, by number: what is loaded is the version the index reports.
+        return resolve(f"models:/{name}/{version}"), str(version)
     return resolve(uri), "1"
 
 
