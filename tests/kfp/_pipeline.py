@@ -3,7 +3,7 @@
 ``compile DIR IMAGE``: a pipeline using the container and the lightweight components, compiled,
 loaded back and parsed as KFP's PipelineSpec; prints what the test checks as JSON.
 ``run ROOT MODEL_URI CSV``: the lightweight batch step run by ``kfp.local``'s SubprocessRunner.
-``load FILE``: a component YAML (as ``modelpack kfp component`` writes it) loaded back.
+``load FILE...``: component YAMLs (as ``modelpack kfp component`` writes them) loaded back.
 """
 
 # No `from __future__ import annotations`: kfp reads the pipelines' annotations as objects.
@@ -99,7 +99,7 @@ def main() -> None:
     elif command == "run":
         result = run_local(Path(args[0]), args[1], Path(args[2]))
     else:
-        result = load(Path(args[0]))
+        result = {Path(arg).name: load(Path(arg)) for arg in args}
     print("RESULT " + json.dumps(result, default=str))
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 import modelpack
 from modelpack.cli import main
+from tests.oci.conftest import run_registry
 
 SCRIPT = Path(__file__).with_name("_pipeline.py")
 IMAGE = "registry.example/models/clf:1"
@@ -71,22 +73,37 @@ def _predictions(path: Path) -> list[int]:
     return [int(v) for v in out[column]]
 
 
+@pytest.fixture(scope="module")
+def oci_model(
+    model: tuple[Path, LogisticRegression], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The model pushed to a real OCI registry on 127.0.0.1 (plain HTTP: a loopback host)."""
+    from modelpack import oci
+
+    with run_registry(tmp_path_factory.mktemp("kfp-registry")) as registry:
+        ref = registry.ref("models/clf:1")
+        oci.push(str(model[0]), ref)
+        yield ref
+
+
 def test_lightweight_batch_runs_in_kfp_local(
     kfp_python: Path,
     model: tuple[Path, LogisticRegression],
+    oci_model: str,
     data: tuple[Path, pd.DataFrame],
     tmp_path: Path,
 ) -> None:
-    path, clf = model
+    _, clf = model
     csv, frame = data
-    result = _in_kfp_venv(kfp_python, "run", tmp_path / "root", path, csv, cwd=tmp_path)
+    # The step resolves the oci:// URI itself, as it would in a cluster.
+    result = _in_kfp_venv(kfp_python, "run", tmp_path / "root", oci_model, csv, cwd=tmp_path)
     predictions = Path(result["path"])
     assert predictions.is_relative_to(tmp_path / "root")
     assert pd.read_csv(predictions)["id"].tolist() == frame["id"].tolist()
     assert _predictions(predictions) == _expected(clf, frame)
     # KFP keeps artifact metadata as a protobuf Struct: its numbers come back as floats.
     assert result["metadata"] == {
-        "model_uri": str(path),
+        "model_uri": oci_model,
         "format": "csv",
         "rows": 25,
         "scored_rows": 25,
@@ -239,30 +256,20 @@ def test_container_deploy_command_applies_then_updates(
 
 
 def test_cli_writes_components_that_load(kfp_python: Path, tmp_path: Path) -> None:
-    written = {}
     for step, flags in (
         ("batch", ["--image", IMAGE]),
         ("deploy", ["--python", "--package", "modelpack[kubernetes]==0.1.0"]),
     ):
-        target = tmp_path / f"{step}.yaml"
-        subprocess.run(
-            [
-                str(kfp_python),
-                "-m",
-                "modelpack",
-                "kfp",
-                "component",
-                step,
-                "-o",
-                str(target),
-                *flags,
-            ],
-            check=True,
-            cwd=tmp_path,
-            capture_output=True,
+        cli = [str(kfp_python), "-m", "modelpack", "kfp", "component", step]
+        target = str(tmp_path / f"{step}.yaml")
+        proc = subprocess.run(
+            [*cli, "-o", target, *flags], cwd=tmp_path, capture_output=True, text=True, check=False
         )
-        written[step] = _in_kfp_venv(kfp_python, "load", target, cwd=tmp_path)
-    batch, deploy = written["batch"], written["deploy"]
+        assert (proc.returncode, proc.stdout.strip()) == (0, target), proc.stderr
+    written = _in_kfp_venv(
+        kfp_python, "load", tmp_path / "batch.yaml", tmp_path / "deploy.yaml", cwd=tmp_path
+    )
+    batch, deploy = written["batch.yaml"], written["deploy.yaml"]
     assert batch["name"] == "modelpack-batch"
     assert batch["container"]["image"] == IMAGE
     assert batch["outputs"] == ["predictions"]
