@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import statistics
 import sys
 import tempfile
@@ -63,7 +64,9 @@ def in_process_ms(path: Path, rows: int) -> float:
     import numpy as np
 
     import modelpack
+    from modelpack.servers.http._served import leave_a_core_to_the_event_loop
 
+    leave_a_core_to_the_event_loop()  # the torch threads the server's predicts run with
     predictor = modelpack.load(path).predictor
     data = np.full((rows, FEATURES), 0.5, dtype=np.float32)
     samples = []
@@ -72,6 +75,23 @@ def in_process_ms(path: Path, rows: int) -> float:
         predictor.predict(data)
         samples.append(time.perf_counter() - start)
     return statistics.median(samples[5:]) * 1e3
+
+
+def server_pid(port: int) -> int:
+    """The process serving on ``port`` (one worker: the ``modelpack serve`` process itself)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"serve" in argv and b"--port" in argv and str(port).encode() in argv:
+                    return int(entry.name)
+    raise RuntimeError(f"no server process on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: CPU per request holds up under load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -108,13 +128,18 @@ def run(work: Path, args: argparse.Namespace) -> None:
         for server in servers.values():
             stack.enter_context(running(server))
             warm(server, script, BODY, 1)
+        pids = {label: server_pid(server.port) for label, server in servers.items()}
         for round_ in range(args.rounds):
             for label, server in servers.items():
+                before = cpu_seconds(pids[label])
                 result = wrk(server.url + "/invocations", script, args.connections, args.duration)
+                used = cpu_seconds(pids[label]) - before
+                result["cpu_ms"] = used / max(1, result["requests"]) * 1e3
                 results[label].append(result)
                 print(
                     f"round {round_ + 1} {label:12}: {result['rps']:7.0f} req/s, "
                     f"p50 {result['p50']:6.1f} ms, p99 {result['p99']:6.1f} ms, "
+                    f"server CPU {result['cpu_ms']:.2f} ms/request, "
                     f"non-2xx {result['non2xx']}, socket errors {result['socket_errors']}",
                     flush=True,
                 )
@@ -128,10 +153,11 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         p99s = ", ".join(f"{r['p99']:.0f}" for r in runs)
         p50 = statistics.median(r["p50"] for r in runs)
         p99 = statistics.median(r["p99"] for r in runs)
+        cpu = statistics.median(r["cpu_ms"] for r in runs)
         print(
             f"{label:12} (median of {len(rps)}): {statistics.median(rps):.0f} req/s "
             f"(runs {', '.join(f'{x:.0f}' for x in rps)}), p50 {p50:.1f} ms, p99 {p99:.1f} ms "
-            f"(runs {p99s})"
+            f"(runs {p99s}), server CPU {cpu:.2f} ms/request"
         )
     budget = args.max_latency_ms
     for prefix in ("", "baseline "):
@@ -144,7 +170,9 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
             f"{prefix or 'this tree: '}on/off per round: {', '.join(f'{x:.2f}x' for x in ratios)}"
             f" (median {statistics.median(ratios):.2f}x); p99 on: median {p99:.1f} ms, worst "
             f"{max(r['p99'] for r in on):.1f} ms vs 2x the {budget:g} ms budget "
-            f"({'within' if p99 <= 2 * budget else 'OVER'} at the median)"
+            f"({'within' if p99 <= 2 * budget else 'OVER'} at the median); server CPU per "
+            f"request off/on {statistics.median(r['cpu_ms'] for r in off):.2f}/"
+            f"{statistics.median(r['cpu_ms'] for r in on):.2f} ms"
         )
 
 

@@ -2,7 +2,9 @@
 
 JSON goes through :func:`modelpack.payload.decode`; a ``dataframe_split`` of plain numbers for
 an all-numeric column signature takes a fast path that builds the checked DataFrame straight
-from one numpy array (no per-cell pandas inference, no second enforcement).
+from one numpy array (no per-cell pandas inference, no second enforcement), and so does an
+``inputs`` list of numbers for a signature of one numeric tensor (the batched torch model's
+request: a third of its decode time).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class InvocationDecoder:
                 # Arrow-backed string index per request, and every consumer that lists the
                 # columns (scikit-learn's feature-name check: ~0.5 ms a call) pays to convert it.
                 self._index = pd.Index(self._fast[0], dtype=object)
+        self._tensor: tuple[np.dtype[Any], tuple[int, ...]] | None = None
+        if signature is not None and signature.inputs.is_tensor:
+            specs = signature.inputs.tensors
+            if len(specs) == 1 and specs[0].dtype in _NUMERIC + _FLOATS:
+                self._tensor = (np.dtype(specs[0].dtype), tuple(specs[0].shape))
 
     def decode(self, raw: bytes, content_type: str) -> tuple[Any, dict[str, Any]]:
         kind = media_type(content_type)
@@ -73,6 +80,10 @@ class InvocationDecoder:
                 frame = self._fast_frame(split)
                 if frame is not None:
                     return frame, {}
+        if self._tensor is not None and isinstance(body, dict) and len(body) == 1:
+            tensor = self._fast_tensor(body.get("inputs"))
+            if tensor is not None:
+                return tensor, {}
         data, params = decode(body)
         return self.enforce(data), params
 
@@ -113,6 +124,24 @@ class InvocationDecoder:
                 return None
             out[name] = col.astype(want)
         return pd.DataFrame(out, columns=self._index)
+
+    def _fast_tensor(self, value: Any) -> np.ndarray | None:
+        """``inputs`` as the checked array, or None for the general path (which explains)."""
+        assert self._tensor is not None
+        if not isinstance(value, list) or not value:
+            return None
+        want, shape = self._tensor
+        try:
+            arr = np.asarray(value)
+        except ValueError:
+            return None
+        if arr.dtype.kind not in "iuf" or arr.ndim != len(shape) or not arr.shape[0]:
+            return None
+        if any(w != -1 and w != g for w, g in zip(shape, arr.shape, strict=True)):
+            return None
+        if want.kind in "iu" and not np.can_cast(arr.dtype, want, "safe"):
+            return None  # the general path checks the values' range
+        return arr.astype(want, copy=False)
 
 
 def _read_csv(raw: bytes) -> pd.DataFrame:

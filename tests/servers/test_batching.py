@@ -319,3 +319,28 @@ def test_a_served_torch_model_leaves_a_core_to_the_event_loop():
     )
     assert user_set.returncode == 0, user_set.stderr
     assert user_set.stdout.split()[:2] == ["None", "3"]  # the user's choice stands
+
+
+def test_the_tensor_fast_path_decodes_as_the_general_path_does():
+    from modelpack.errors import InvalidInputError, SignatureError
+    from modelpack.servers.http._codecs import InvocationDecoder
+    from modelpack.signature import Schema, Signature, TensorSpec
+
+    signature = Signature(inputs=Schema(tensors=(TensorSpec("float32", (-1, 3)),)))
+    decoder = InvocationDecoder(signature)
+    for rows in ([[1, 2, 3]], [[0.5, 1.5, 2.5], [3.0, 4.0, 5.0]]):
+        fast, params = decoder.decode_json({"inputs": rows})
+        general, _ = decoder.decode_json({"inputs": rows, "params": {}})  # not the fast path
+        assert params == {} and fast.dtype == general.dtype == np.float32
+        np.testing.assert_array_equal(fast, general)
+    for bad, error in (
+        ([[1.0, 2.0]], SignatureError),  # two columns for three
+        ([["1", "2", "3"]], SignatureError),  # text, not numbers
+        ([[1.0, 2.0, 3.0], [1.0]], InvalidInputError),  # ragged
+        ([], SignatureError),  # no rows
+    ):
+        with pytest.raises(error) as fast_error:
+            decoder.decode_json({"inputs": bad})
+        with pytest.raises(error) as general_error:
+            decoder.decode_json({"inputs": bad, "params": {}})
+        assert str(fast_error.value) == str(general_error.value)
