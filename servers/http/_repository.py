@@ -36,7 +36,12 @@ READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVA
 
 
 class MemoryBudgetError(ServiceUnavailableError):
-    """A model does not fit ``--max-memory`` (alone, or beside models busy answering)."""
+    """A model does not fit ``--max-memory``: alone (for good), or (``BudgetFullError``)
+    beside the models busy answering requests (for now)."""
+
+
+class BudgetFullError(MemoryBudgetError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,7 @@ class ModelRepository:
             raise
         except Exception as exc:
             failure = _as_modelpack_error(exc)
-            if isinstance(exc, ServiceUnavailableError) and not isinstance(exc, MemoryBudgetError):
+            if isinstance(exc, BudgetFullError):  # not the model's fault: the next request tries
                 entry.state, entry.reason = UNAVAILABLE, f"not loaded: {failure.message}"
             else:
                 entry.state, entry.reason, entry.error = UNAVAILABLE, failure.message, failure
@@ -286,7 +291,7 @@ class ModelRepository:
                 if e is not keep and e.current is not None and e.current.in_flight == 0
             ]
             if not idle:
-                raise MemoryBudgetError(
+                raise BudgetFullError(
                     f"model {keep.name!r} ({need:,} bytes) does not fit --max-memory "
                     f"({budget:,} bytes, {self.used:,} in use by models answering requests): "
                     "retry shortly",
