@@ -52,12 +52,7 @@ class MultiModelServer(ServerBase):
         super().__init__(options)
         self.metrics = MultiModelMetrics(self.static_routes(), lambda n: n in self.repo.entries)
         self.repo = ModelRepository(
-            models,
-            options,
-            per_model or {},
-            settings,
-            self.metrics,
-            **({"discover": discover} if discover else {}),
+            models, options, per_model or {}, settings, self.metrics, discover
         )
         self.metrics.watch_models(self.repo.placed, self.repo.readiness)
         self._tasks: list[asyncio.Task[None]] = []

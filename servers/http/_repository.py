@@ -140,13 +140,14 @@ class ModelRepository:
         per_model: Mapping[str, Mapping[str, Any]],
         settings: LoadSettings,
         metrics: MultiModelMetrics,
-        discover: Callable[[str], str | None] = lambda name: None,
+        discover: Callable[[str], str | None] | None = None,
     ) -> None:
         self.options = options
         self.per_model = per_model
         self.settings = settings
         self.metrics = metrics
-        self.discover = discover
+        # A name the server does not have yet, looked up in its repository (Triton's load).
+        self.discover = discover or (lambda name: None)
         self.entries: dict[str, Entry] = {}
         self.used = 0  # bytes counted against --max-memory: loaded, loading and draining
         self.started = False  # the start-up loads have all finished (each loaded or failed)
