@@ -252,9 +252,10 @@ def test_following_an_alias_switches_versions_under_load_without_a_failure(
     def hammer(url: str) -> None:
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
+                sent = time.monotonic()
                 got = client.post(url + "/invocations/scorer", json=xbody(0))
                 value = got.json()["predictions"][0] if got.status_code == 200 else got.text
-                answers.append((time.monotonic(), got.status_code, value))
+                answers.append((sent, got.status_code, value))
 
     with serve_many({"scorer": "models:/scorer@champion"}, follow_aliases=0.1) as url:
         threads = [threading.Thread(target=hammer, args=(url,)) for _ in range(6)]
@@ -273,7 +274,7 @@ def test_following_an_alias_switches_versions_under_load_without_a_failure(
     failures = [a for a in answers if a[1] != 200]
     assert failures == []
     assert {a[2] for a in answers} == {1.0, 2.0}
-    assert all(a[2] == 2.0 for a in answers if a[0] > switched + 0.05)
+    assert all(a[2] == 2.0 for a in answers if a[0] > switched)  # sent after the switch
 
 
 def test_the_sagemaker_multi_model_contract(iris: tuple[Path, Any, Any], double_path: Path) -> None:
