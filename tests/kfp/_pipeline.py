@@ -2,7 +2,8 @@
 
 ``compile DIR IMAGE``: a pipeline using the container and the lightweight components, compiled,
 loaded back and parsed as KFP's PipelineSpec; prints what the test checks as JSON.
-``run ROOT MODEL_URI CSV``: the lightweight batch step run by ``kfp.local``'s SubprocessRunner.
+``run ROOT MODEL_URI CSV NAME``: the lightweight steps run by ``kfp.local``'s SubprocessRunner:
+batch on CSV, then deploy (apply) as NAME on the local target.
 ``load FILE...``: component YAMLs (as ``modelpack kfp component`` writes them) loaded back.
 """
 
@@ -66,9 +67,10 @@ def compile_pipeline(out: Path, image: str) -> dict[str, Any]:
     }
 
 
-def run_local(root: Path, model_uri: str, csv: Path) -> dict[str, Any]:
+def run_local(root: Path, model_uri: str, csv: Path, name: str) -> dict[str, Any]:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     batch = mpkfp.batch_python_component()
+    deploy = mpkfp.deploy_python_component()
 
     @dsl.pipeline  # type: ignore[untyped-decorator]
     def score(model_uri: str, data_uri: str) -> dsl.Dataset:
@@ -78,7 +80,13 @@ def run_local(root: Path, model_uri: str, csv: Path) -> dict[str, Any]:
         ]
 
     predictions = score(model_uri=model_uri, data_uri=str(csv)).output
-    return {"path": predictions.path, "metadata": dict(predictions.metadata)}
+    # A task with parameters only runs on its own: apply, with nothing there yet, creates.
+    deployed = deploy(target="local", name=name, model_uri=model_uri, timeout=60.0).output
+    return {
+        "path": predictions.path,
+        "metadata": dict(predictions.metadata),
+        "deployed": json.loads(deployed),
+    }
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -97,7 +105,7 @@ def main() -> None:
     if command == "compile":
         result = compile_pipeline(Path(args[0]), args[1])
     elif command == "run":
-        result = run_local(Path(args[0]), args[1], Path(args[2]))
+        result = run_local(Path(args[0]), args[1], Path(args[2]), args[3])
     else:
         result = {Path(arg).name: load(Path(arg)) for arg in args}
     print("RESULT " + json.dumps(result, default=str))

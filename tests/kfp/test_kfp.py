@@ -86,7 +86,7 @@ def oci_model(
         yield ref
 
 
-def test_lightweight_batch_runs_in_kfp_local(
+def test_lightweight_steps_run_in_kfp_local(
     kfp_python: Path,
     model: tuple[Path, LogisticRegression],
     oci_model: str,
@@ -95,8 +95,18 @@ def test_lightweight_batch_runs_in_kfp_local(
 ) -> None:
     _, clf = model
     csv, frame = data
-    # The step resolves the oci:// URI itself, as it would in a cluster.
-    result = _in_kfp_venv(kfp_python, "run", tmp_path / "root", oci_model, csv, cwd=tmp_path)
+    # The steps resolve the oci:// URI themselves, as they would in a cluster.
+    name = "kfp-light"
+    try:
+        result = _in_kfp_venv(
+            kfp_python, "run", tmp_path / "root", oci_model, csv, name, cwd=tmp_path
+        )
+    finally:
+        subprocess.run(
+            [str(MODELPACK), "deploy", "delete", "-t", "local", "--name", name],
+            capture_output=True,
+            check=False,
+        )
     predictions = Path(result["path"])
     assert predictions.is_relative_to(tmp_path / "root")
     assert pd.read_csv(predictions)["id"].tolist() == frame["id"].tolist()
@@ -109,6 +119,10 @@ def test_lightweight_batch_runs_in_kfp_local(
         "scored_rows": 25,
         "failed_rows": 0,
     }
+    deployment = result["deployed"]
+    assert (deployment["name"], deployment["target"]) == (name, "local")
+    assert (deployment["model_uri"], deployment["status"]) == (oci_model, "ready")
+    assert deployment["endpoint"].startswith("http://127.0.0.1:")
 
 
 @pytest.fixture(scope="module")
