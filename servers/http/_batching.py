@@ -1,8 +1,9 @@
 """Adaptive micro-batching: a Predictor that merges concurrent requests into one predict call.
 
 Requests queue up while the model is busy; the worker takes everything queued (up to
-``max_batch_size`` rows), waits at most ``max_latency_ms`` after the first for more, predicts
-once and hands each caller exactly its own rows back. It wraps a Predictor and never patches it.
+``max_batch_size`` rows), waits at most ``max_latency_ms`` after the first for more (less once
+arrivals stop: see ``BatchingPredictor``), predicts once and hands each caller exactly its own
+rows back. It wraps a Predictor and never patches it.
 """
 
 from __future__ import annotations
