@@ -17,13 +17,16 @@ from modelpack._version import __version__
 from modelpack.errors import InvalidInputError, MissingDependencyError
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
-DEPLOY_ACTIONS = ("create", "update", "apply")
 
 # The container form of ``modelpack deploy``: the options (a JSON object) go through a file, and
 # ``apply`` updates the deployment when ``deploy get`` finds it, otherwise creates it.
 _DEPLOY_SCRIPT = """\
 set -eu
 out=$1 action=$2 target=$3 name=$4 model=$5 timeout=$6 options=${7:-{\\}}
+case "$action" in create|update|apply) ;; *)
+  echo "error [invalid_input]: unknown action '$action'; choose create, update or apply" >&2
+  exit 2;;
+esac
 config=$(mktemp)
 printf '%s' "$options" > "$config"
 if [ "$action" = apply ]; then

@@ -266,6 +266,23 @@ def test_container_deploy_command_applies_then_updates(
         )
 
 
+def test_container_deploy_command_refuses_an_unknown_action(
+    compiled: dict[str, Any], tmp_path: Path
+) -> None:
+    container = compiled["executors"]["exec-modelpack-deploy"]
+    out = tmp_path / "deployment"
+    values = {"deployment": out, "action": "remove", "target": "local", "name": "x"}
+    args = _resolve(container["args"], {**values, "model_uri": "m", "timeout": 1.0})
+    proc = subprocess.run(
+        [*container["command"], *args], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error [invalid_input]: unknown action 'remove'; choose create, update or apply"
+    )
+    assert not out.exists()
+
+
 # -- the CLI ---------------------------------------------------------------------------------
 
 
