@@ -194,6 +194,12 @@ class ModelNotReadyError(ServiceUnavailableError):
     code = "model_not_ready"
 
 
+class MemoryBudgetError(ServiceUnavailableError):
+    """A model does not fit a server's memory budget (``serve --max-memory``)."""
+
+    code = "memory_budget"
+
+
 class RequestTimeoutError(ModelpackError, TimeoutError):
     """A request took longer than the server's time limit."""
 

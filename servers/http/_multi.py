@@ -17,6 +17,7 @@ from starlette.routing import Route
 from modelpack._version import __version__
 from modelpack.errors import (
     InvalidInputError,
+    MemoryBudgetError,
     ModelExistsError,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -27,7 +28,7 @@ from . import _v2
 from ._app import JSON, ServerBase, error_response
 from ._metrics import MultiModelMetrics
 from ._openapi import openapi
-from ._repository import LoadSettings, MemoryBudgetError, ModelRepository
+from ._repository import LoadSettings, ModelRepository
 from ._served import ServeOptions
 from ._sources import check_model_name
 

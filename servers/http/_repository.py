@@ -18,11 +18,11 @@ from typing import Any
 import anyio.to_thread
 
 from modelpack.errors import (
+    MemoryBudgetError,
     ModelNotFoundError,
     ModelNotReadyError,
     ModelpackError,
     PredictionError,
-    ServiceUnavailableError,
 )
 
 from ._loading import uri_loader
@@ -35,13 +35,9 @@ log = logging.getLogger("modelpack.serve")
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 
 
-class MemoryBudgetError(ServiceUnavailableError):
-    """A model does not fit ``--max-memory``: alone (for good), or (``BudgetFullError``)
-    beside the models busy answering requests (for now)."""
-
-
 class BudgetFullError(MemoryBudgetError):
-    pass
+    """The model fits ``--max-memory`` alone, not beside the models busy answering requests
+    (for now: the next request tries again)."""
 
 
 @dataclass(frozen=True)

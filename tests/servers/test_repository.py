@@ -122,7 +122,7 @@ def test_a_model_that_does_not_fit_beside_busy_ones_waits_its_turn(
             time.sleep(0.02)
         full = httpx.post(url + "/invocations/iris", json=split_body(frame))
         assert full.status_code == 503 and full.headers["retry-after"] == "1"
-        assert full.json()["error"]["code"] == "overloaded"
+        assert full.json()["error"]["code"] == "memory_budget"
         assert "answering requests" in full.json()["error"]["message"]
         busy.join()
         # Not held against the model: once slow is idle, it makes room.
