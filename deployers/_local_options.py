@@ -10,6 +10,8 @@ RUNTIMES = ("native", "onnx")
 
 INT_OPTIONS = {"port": (1, 65535), "workers": (1, 1024), "max_batch_size": (0, 1 << 20)}
 FLOAT_OPTIONS = ("max_latency_ms", "rtol", "atol")
+# The options of a many-models deployment (a model set), as `modelpack serve` takes them.
+MODEL_SET_OPTIONS = ("lazy", "max_memory", "follow_aliases", "model_config")
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "workers": 1,
@@ -31,6 +33,17 @@ def described(runtime: str | None, device: str) -> dict[str, str]:
         options["runtime"] = (
             "native (the model's flavor) or onnx (its onnx flavor on ONNX Runtime, converted "
             "first when it has none) [default: native]"
+        )
+    if runtime != "onnx":  # a many-models server serves each model's own flavor
+        options.update(
+            lazy="many models: load each model on its first request [default: false]",
+            max_memory="many models: budget for the models loaded at once (bytes, 500MB, 2GB, "
+            "1GiB); the least recently used are unloaded to make room [default: none]",
+            follow_aliases="many models: poll the registry every SECONDS and switch a "
+            "models:/NAME@ALIAS model when its alias moves [default: off]",
+            model_config="many models: YAML file of per-model settings (max_batch_size, ...; "
+            "docs/serving.md) [default: none]",
+            model="predict: the model (by name) of a many-models deployment that answers",
         )
     options.update(
         device="cpu, cuda or cuda:N; with runtime onnx also auto (cuda when ONNX Runtime has "
@@ -62,6 +75,47 @@ def checked(options: dict[str, Any]) -> dict[str, Any]:
     if kind == "auto" and options["runtime"] != "onnx":
         raise InvalidInputError("device auto needs runtime onnx; use cpu, cuda or cuda:N")
     options["device"] = device
+    return options
+
+
+def checked_for_set(options: dict[str, Any], many: bool) -> dict[str, Any]:
+    """The many-models options typed and checked; refused for a deployment of one model."""
+    given = [k for k in MODEL_SET_OPTIONS if options.get(k) not in (None, False)]
+    if not many:
+        if given:
+            raise InvalidInputError(
+                f"option(s) {', '.join(given)} apply to several models: give -m NAME=URI "
+                "(repeatable) or --repository"
+            )
+        return options
+    if options["runtime"] == "onnx":
+        raise InvalidInputError(
+            "runtime onnx serves one model per deployment: give one model, or serve the set "
+            "with runtime native"
+        )
+    if options["workers"] != 1:
+        raise InvalidInputError(
+            "a many-models deployment runs one worker (a load, unload or memory budget holds "
+            "for the whole server): leave out workers"
+        )
+    if "lazy" in options:
+        from modelpack.deploy import option_bool
+
+        options["lazy"] = option_bool("lazy", options["lazy"])
+    if options.get("max_memory") is not None:
+        from modelpack.cli.serve_commands import parse_size
+
+        parse_size(str(options["max_memory"]))  # refused here, not by a server that exits
+        options["max_memory"] = str(options["max_memory"])
+    if options.get("follow_aliases") is not None:
+        options["follow_aliases"] = _number("follow_aliases", options["follow_aliases"], float, 0.1)
+    if options.get("model_config") is not None:
+        from pathlib import Path
+
+        path = Path(str(options["model_config"])).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidInputError(f"option model_config: no such file {path}")
+        options["model_config"] = str(path)  # the server runs in another directory
     return options
 
 

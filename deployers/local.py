@@ -11,6 +11,11 @@ switches the state to it, lets clients that read the old endpoint finish for ``D
 stops the old server, so no request fails and the endpoint moves (``predict`` follows it). A
 pending server that exits is removed by ``get``, which then reports ``failed`` with its log while
 the old server keeps serving, until the next update. A second ``update`` replaces a pending one.
+
+A ``ModelSet`` (``modelset:`` URI: ``-m NAME=URI`` repeated, ``--repository``) runs one
+many-models server (``modelpack serve -m ... --repository ...``); ready is the server's
+readiness (every model loaded or failed), ``get`` lists each model's state, ``predict`` takes
+the ``model`` option, and an update to another set is the same blue/green switch.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from modelpack import trust
-from modelpack.deploy import Deployment, Plan, check_options
+from modelpack.deploy import Deployment, ModelSet, Plan, check_options
 from modelpack.deployers import _local_options as local_options
 from modelpack.deployers import _process
 from modelpack.errors import DeploymentError, InvalidInputError
@@ -55,6 +60,8 @@ class LocalDeployer:
         self.runtime = runtime
         self.device = device or ("auto" if runtime == "onnx" else "cpu")
         self.options: Mapping[str, str] = local_options.described(runtime, self.device)
+        # Many models in one server (modelpack.deploy.ModelSet); runtime onnx serves one.
+        self.model_sets = runtime != "onnx"
 
     def __repr__(self) -> str:
         preset = f", runtime={self.runtime!r}" if self.runtime else ""
@@ -63,7 +70,7 @@ class LocalDeployer:
     # -- Deployer protocol -------------------------------------------------------------------
 
     def plan(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Plan:
-        options = self._options(name, config)
+        options = self._options(name, config, model_uri)
         state = _process.read_state(self._state_file(name))
         generation = 1 if state is None else self._next_generation(state)
         plan = Plan(target=self.name, name=name, model_uri=model_uri)
@@ -71,17 +78,17 @@ class LocalDeployer:
             port = options.get("port", "<free port>")
             plan.actions += [
                 *self._plan_model(name, model_uri, generation, options),
-                f"start: {self._command_line(name, '<model>', options, port)}",
+                f"start: {self._command_line(name, self._shown(model_uri), options, port)}",
                 f"write state: {self._state_file(name)}",
                 f"log to: {self._log_file(name, 1)}",
             ]
             return plan
-        options = self._merged(state, options, config)
+        options = self._merged(state, options, config, model_uri)
         port = options.get("port", "<free port>")
         plan.actions += [
             f"update {self.name} deployment {name!r}: {state['model_uri']} -> {model_uri}",
             *self._plan_model(name, model_uri, generation, options),
-            f"start: {self._command_line(name, '<model>', options, port)}",
+            f"start: {self._command_line(name, self._shown(model_uri), options, port)}",
             f"once it answers /ping (seen by `get`, which `deploy update` polls), point "
             f"{self._state_file(name)} at it",
             f"stop the old server (PID {state['pid']}, port {state['port']}) "
@@ -92,7 +99,7 @@ class LocalDeployer:
         return plan
 
     def create(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Deployment:
-        options = self._options(name, config)
+        options = self._options(name, config, model_uri)
         with _process.locked(self._lock_file(name)):
             existing = _process.read_state(self._state_file(name))
             if existing is not None:
@@ -116,10 +123,10 @@ class LocalDeployer:
         return self._deployment(state)
 
     def update(self, name: str, model_uri: str, config: Mapping[str, Any]) -> Deployment:
-        new_options = self._options(name, config)
+        new_options = self._options(name, config, model_uri)
         with _process.locked(self._lock_file(name)):
             state = self._require_state(name)
-            options = self._merged(state, new_options, config)
+            options = self._merged(state, new_options, config, model_uri)
             pending = self._start(name, model_uri, options, self._next_generation(state))
             pending["requested_at"] = _now()
             superseded = state.get("pending")
@@ -162,7 +169,7 @@ class LocalDeployer:
     def predict(self, name: str, data: Any, config: Mapping[str, Any]) -> Any:
         from modelpack.payload import dumps, encode_example
 
-        self._options(name, config)
+        self._options(name, config, predict=True)
         state = self._observe(self._require_state(name))
         status, details = self._status(state)
         if status != "ready":  # the serving server, whatever an update is doing
@@ -170,9 +177,41 @@ class LocalDeployer:
             raise DeploymentError(
                 f"{self.name} deployment {name!r} is {status}, not ready{_reason(details)}"
             )
+        path = "/invocations" + self._model_route(state, config.get("model"))
         body = dumps(encode_example(data))
-        answer = _process.post_json(self._endpoint(state) + "/invocations", body, timeout=300)
+        answer = _process.post_json(self._endpoint(state) + path, body, timeout=300)
         return answer["predictions"]
+
+    def _model_route(self, state: Mapping[str, Any], model: Any) -> str:
+        """``/NAME`` of the model that answers a many-models deployment's predict; ``""``."""
+        if ModelSet.parse(state["model_uri"]) is None:
+            if model is not None:
+                raise InvalidInputError(
+                    f"{self.name} deployment {state['name']!r} serves one model: leave out model"
+                )
+            return ""
+        names = sorted(self._models(state))
+        if model is None:
+            raise InvalidInputError(
+                f"{self.name} deployment {state['name']!r} serves {len(names)} models "
+                f"({', '.join(names) or 'none yet'}): name one with --model (-C model=NAME)"
+            )
+        if str(model) not in names:
+            raise InvalidInputError(
+                f"{self.name} deployment {state['name']!r} serves no model {model!r} "
+                f"(it serves {', '.join(names) or 'none'})"
+            )
+        return f"/{model}"
+
+    def _models(self, state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Each model of a many-models server: its state (and reason), as its index says."""
+        index = _process.post_json(self._endpoint(state) + "/v2/repository/index", b"{}", 10)
+        if not isinstance(index, list):
+            raise DeploymentError(f"{self._endpoint(state)} answered an index that is not a list")
+        return {
+            str(row["name"]): {k: row[k] for k in ("state", "version", "reason") if row.get(k)}
+            for row in index
+        }
 
     # -- the blue/green switch, driven by get ------------------------------------------------
 
@@ -242,6 +281,9 @@ class LocalDeployer:
     ) -> builtins.list[str]:
         from modelpack.deployers import _onnx_runtime as onnx
 
+        model_set = ModelSet.parse(model_uri)
+        if model_set is not None:
+            return [f"serve {line}" for line in self._local_set(model_set).describe()]
         path = self._resolve(model_uri)
         if self._runtime(options) != "onnx":
             return [f"serve the model at {path}"]
@@ -254,9 +296,12 @@ class LocalDeployer:
 
     def _prepare_model(
         self, name: str, model_uri: str, generation: int, options: Mapping[str, Any]
-    ) -> Path:
+    ) -> Path | ModelSet:
         from modelpack.deployers import _onnx_runtime as onnx
 
+        model_set = ModelSet.parse(model_uri)
+        if model_set is not None:
+            return self._local_set(model_set)
         path = self._resolve(model_uri)
         if self._runtime(options) != "onnx" or onnx.has_onnx(path):
             return path
@@ -268,12 +313,37 @@ class LocalDeployer:
             granted=trust.parse(options.get("trust")),  # converting loads the source model
         )
 
+    def _shown(self, model_uri: str) -> str | ModelSet:
+        """What a plan's command line serves: the set's models, or ``<model>`` (a path that
+        only a conversion may decide)."""
+        model_set = ModelSet.parse(model_uri)
+        return "<model>" if model_set is None else self._local_set(model_set)
+
+    def _local_set(self, model_set: ModelSet) -> ModelSet:
+        """The set with its local paths absolute (the server runs in the state directory);
+        a path that is not a model, or a repository folder that does not exist, is refused."""
+        from modelpack.servers.http._sources import check_model_name
+
+        models = {}
+        for name, uri in model_set.models.items():
+            check_model_name(name)
+            models[name] = uri if _has_scheme(uri) else str(self._resolve(uri))
+        repository = model_set.repository
+        if repository and not repository.startswith("models:"):
+            folder = Path(repository.removeprefix("file://")).expanduser().resolve()
+            if not folder.is_dir():
+                raise InvalidInputError(f"--repository {repository}: no such folder")
+            repository = str(folder)
+        return ModelSet(models, repository, model_set.filter, model_set.alias)
+
     def _model_dir(self, name: str, generation: int) -> Path:
         return self._dir() / name / ("model" if generation == 1 else f"model.{generation}")
 
     def _remove_model(self, server: Mapping[str, Any], name: str) -> None:
         import shutil
 
+        if not server.get("model_path"):
+            return  # a model set: the server reads the user's models where they are
         model, home = Path(server["model_path"]), self._dir() / name
         if model.parent == home:  # a copy we converted, never the user's model
             shutil.rmtree(model, ignore_errors=True)
@@ -305,28 +375,53 @@ class LocalDeployer:
     def _log_file(self, name: str, generation: int) -> Path:
         return self._dir() / "logs" / f"{name}.{generation}.log"
 
-    def _options(self, name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    def _options(
+        self,
+        name: str,
+        config: Mapping[str, Any],
+        model_uri: str | None = None,
+        *,
+        predict: bool = False,
+    ) -> dict[str, Any]:
+        """The options of a change to ``model_uri`` (or of a call that changes nothing)."""
         if not NAME_PATTERN.fullmatch(name):
             raise InvalidInputError(
                 f"invalid deployment name {name!r}: use letters, digits, '.', '_' and '-' "
                 "(at most 63, starting with a letter or digit)"
             )
         check_options(self.name, self.options, config)
+        if "model" in config and not predict:
+            raise InvalidInputError("option model applies to predict only")
         options = {**local_options.DEFAULTS, "device": self.device, **config}
+        options.pop("model", None)
         if self.runtime is not None:
             options["runtime"] = self.runtime
-        return local_options.checked(options)
+        options = local_options.checked(options)
+        if model_uri is None:
+            return options
+        return local_options.checked_for_set(options, ModelSet.parse(model_uri) is not None)
 
     def _merged(
-        self, state: Mapping[str, Any], options: Mapping[str, Any], config: Mapping[str, Any]
+        self,
+        state: Mapping[str, Any],
+        options: Mapping[str, Any],
+        config: Mapping[str, Any],
+        model_uri: str,
     ) -> dict[str, Any]:
-        """An update's options: the deployment's, with what this call gives."""
-        merged = {**state["options"], **{k: v for k, v in options.items() if k in config}}
+        """An update's options: the deployment's, with what this call gives (the many-models
+        options are kept only while the deployment stays a set)."""
+        many = ModelSet.parse(model_uri) is not None
+        kept = {
+            k: v
+            for k, v in state["options"].items()
+            if many or k not in local_options.MODEL_SET_OPTIONS
+        }
+        merged = {**kept, **{k: v for k, v in options.items() if k in config}}
         if self.runtime is not None:
             merged["runtime"] = self.runtime
         if "port" not in config or merged.get("port") == state["port"]:
             merged.pop("port", None)  # both servers run at once: a second port
-        return local_options.checked(merged)
+        return local_options.checked_for_set(local_options.checked(merged), many)
 
     def _next_generation(self, state: Mapping[str, Any]) -> int:
         pending = state.get("pending") or {}
@@ -337,23 +432,27 @@ class LocalDeployer:
 
         return resolve(model_uri).resolve()
 
-    def _command_line(self, name: str, model: str, options: Mapping[str, Any], port: object) -> str:
+    def _command_line(
+        self, name: str, model: str | ModelSet, options: Mapping[str, Any], port: object
+    ) -> str:
         return " ".join(["modelpack", *self._serve_args(name, model, options, port)[3:]])
 
     def _serve_args(
-        self, name: str, model: str, options: Mapping[str, Any], port: object
+        self, name: str, model: str | ModelSet, options: Mapping[str, Any], port: object
     ) -> builtins.list[str]:
         device = str(options["device"])
         if device == "auto":  # resolved when the server starts; only a plan shows it unresolved
             from modelpack.deployers import _onnx_runtime as onnx
 
             device = onnx.resolve_device(device)
+        if isinstance(model, ModelSet):
+            models = _set_args(model, options)
+        else:
+            models = [model, "--workers", str(options["workers"]), "--name", name]
         return [
-            sys.executable, "-m", "modelpack", "serve", model,
+            sys.executable, "-m", "modelpack", "serve", *models,
             "--host", str(options["host"]),
             "--port", str(port),
-            "--workers", str(options["workers"]),
-            "--name", name,
             "--max-batch-size", str(options["max_batch_size"]),
             "--max-latency-ms", str(options["max_latency_ms"]),
             "--runtime", self._runtime(options),
@@ -375,7 +474,7 @@ class LocalDeployer:
         path = self._prepare_model(name, model_uri, generation, options)
         server: dict[str, Any] = {
             "model_uri": model_uri,
-            "model_path": str(path),
+            "model_path": str(path) if isinstance(path, Path) else None,
             "options": {k: v for k, v in options.items() if k != "port"},
             "generation": generation,
         }
@@ -383,7 +482,9 @@ class LocalDeployer:
             port = options["port"] if "port" in options else _process.free_port(host)
             log_file = self._log_file(name, generation)
             log_file.unlink(missing_ok=True)
-            args = self._serve_args(name, str(path), options, port)
+            args = self._serve_args(
+                name, path if isinstance(path, ModelSet) else str(path), options, port
+            )
             pid, started = _process.spawn(args, log_file, cwd=self._dir())
         except BaseException:
             self._remove_model(server, name)
@@ -425,6 +526,11 @@ class LocalDeployer:
         keys = ("pid", "port", "host", "model_path", "log_file", "created_at", "updated_at")
         details.update({k: state.get(k) for k in keys}, options=state["options"])
         details.update(self._details(state, serving == "ready"))
+        if serving == "ready" and ModelSet.parse(state["model_uri"]) is not None:
+            try:
+                details["models"] = self._models(state)
+            except DeploymentError as exc:  # e.g. draining: the status says the rest
+                details["models"] = f"unknown ({exc.message})"
         pending, failed = state.get("pending"), state.get("failed_update")
         status = {"ready": "ready", "starting": "creating", "dead": "dead"}[serving]
         if pending is not None:
@@ -444,6 +550,28 @@ class LocalDeployer:
             endpoint=self._endpoint(state),
             details=details,
         )
+
+
+def _set_args(model_set: ModelSet, options: Mapping[str, Any]) -> builtins.list[str]:
+    """``modelpack serve``'s arguments for a model set and the many-models options."""
+    args = [arg for name, uri in model_set.models.items() for arg in ("-m", f"{name}={uri}")]
+    for flag, value in (
+        ("--repository", model_set.repository),
+        ("--filter", model_set.filter),
+        ("--alias", model_set.alias),
+        ("--max-memory", options.get("max_memory")),
+        ("--follow-aliases", options.get("follow_aliases")),
+        ("--model-config", options.get("model_config")),
+    ):
+        if value is not None:
+            args += [flag, str(value)]
+    return [*args, "--lazy"] if options.get("lazy") else args
+
+
+def _has_scheme(uri: str) -> bool:
+    """A URI with a scheme (models:/, s3://, oci://...) is resolved by the server itself."""
+    head, sep, _ = uri.partition(":")
+    return bool(sep) and len(head) > 1 and head.replace("+", "").isalnum()
 
 
 def _reason(details: Mapping[str, Any] | None) -> str:

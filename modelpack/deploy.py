@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote
 
 from modelpack.errors import DeploymentError, InvalidInputError, ModelpackError
 
@@ -65,14 +67,99 @@ class Plan:
     image: str | None = None
 
 
+MODEL_SET_SCHEME = "modelset:"
+# A model's name travels in URL paths (/invocations/NAME) and S3 keys: as `modelpack serve`.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SOURCE_KEYS = ("repository", "filter", "alias")
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Several models served by one deployment: ``models`` by name, and/or every model of a
+    ``repository`` (a folder of model folders, or ``models:/``: registered models matching
+    ``filter``, each at ``alias`` else its latest version), as ``modelpack serve -m/--repository``.
+
+    Its ``uri`` (``modelset:iris=/m/iris;churn=models:/churn@champion;@repository=/m/zoo``) is
+    what a deployer receives as its ``model_uri`` and reports back; ``parse`` reads it again.
+    """
+
+    models: Mapping[str, str] = field(default_factory=dict)
+    repository: str | None = None
+    filter: str | None = None
+    alias: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, uri in self.models.items():
+            if not _MODEL_NAME.fullmatch(name):
+                raise InvalidInputError(
+                    f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' "
+                    "(up to 128, starting with a letter or digit)"
+                )
+            if not uri:
+                raise InvalidInputError(f"model {name!r} has no URI")
+        if not self.models and not self.repository:
+            raise InvalidInputError("a model set needs models (-m NAME=URI) or a --repository")
+        if (self.filter or self.alias) and not str(self.repository or "").startswith("models:"):
+            raise InvalidInputError("--filter and --alias apply to --repository models:/")
+
+    @classmethod
+    def parse(cls, uri: str) -> ModelSet | None:
+        """The set a ``modelset:`` URI names; None for any other URI (one model)."""
+        if not uri.startswith(MODEL_SET_SCHEME):
+            return None
+        models: dict[str, str] = {}
+        sources: dict[str, str] = {}
+        for part in filter(None, uri.removeprefix(MODEL_SET_SCHEME).split(";")):
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise InvalidInputError(f"{uri!r}: {part!r} is not NAME=URI or @KEY=VALUE")
+            if key.startswith("@") and key[1:] in _SOURCE_KEYS:
+                sources[key[1:]] = unquote(value)
+            elif key in models:
+                raise InvalidInputError(f"{uri!r}: the model name {key!r} is given twice")
+            else:
+                models[key] = unquote(value)
+        return cls(models, **sources)
+
+    @property
+    def uri(self) -> str:
+        parts = [f"{name}={_quote(uri)}" for name, uri in self.models.items()]
+        sources = zip(_SOURCE_KEYS, (self.repository, self.filter, self.alias), strict=True)
+        parts += [f"@{key}={_quote(value)}" for key, value in sources if value]
+        return MODEL_SET_SCHEME + ";".join(parts)
+
+    def describe(self) -> builtins.list[str]:
+        """One line per source of models (what a plan shows)."""
+        lines = [f"model {name}: {uri}" for name, uri in self.models.items()]
+        if self.repository:
+            which = f" matching {self.filter!r}" if self.filter else ""
+            at = f" at alias {self.alias!r}" if self.alias else ""
+            lines.append(f"every model of the repository {self.repository}{which}{at}")
+        return lines
+
+
+def _quote(value: str) -> str:
+    return quote(value, safe="/:@.,_-+=~!$*()' ")
+
+
+def serves_model_sets(deployer: Deployer) -> bool:
+    """Whether the deployer runs many-models servers (``model_sets = True``): a ``ModelSet``
+    (its ``modelset:`` URI) may be deployed with it."""
+    return getattr(deployer, "model_sets", False) is True
+
+
 # -- the library API -------------------------------------------------------------------------
 
 
 def plan(
-    target: str | Deployer, name: str, model_uri: str, config: Mapping[str, Any] | None = None
+    target: str | Deployer,
+    name: str,
+    model_uri: str | ModelSet,
+    config: Mapping[str, Any] | None = None,
 ) -> Plan:
     """What ``create`` (or ``update``, when ``name`` exists) would do; changes nothing."""
     deployer, options = _prepare(target, config)
+    model_uri = _model_uri(deployer, model_uri)
     answer = deployer.plan(name, model_uri, options)
     return _as_plan(answer, deployer, name=name, model_uri=model_uri)
 
@@ -80,7 +167,7 @@ def plan(
 def create(
     target: str | Deployer,
     name: str,
-    model_uri: str,
+    model_uri: str | ModelSet,
     config: Mapping[str, Any] | None = None,
     *,
     wait: bool = True,
@@ -94,6 +181,7 @@ def create(
     ``on_poll(deployment, elapsed_s)`` sees every status read while waiting.
     """
     deployer, options = _prepare(target, config)
+    model_uri = _model_uri(deployer, model_uri)
     started = _as_deployment(deployer.create(name, model_uri, options), deployer, name, model_uri)
     if not wait:
         return started
@@ -106,7 +194,7 @@ def create(
 def update(
     target: str | Deployer,
     name: str,
-    model_uri: str,
+    model_uri: str | ModelSet,
     config: Mapping[str, Any] | None = None,
     *,
     wait: bool = True,
@@ -119,6 +207,7 @@ def update(
     where it can, and ``get`` reports the failure (docs/deploy/ says what each target does).
     """
     deployer, options = _prepare(target, config)
+    model_uri = _model_uri(deployer, model_uri)
     started = _as_deployment(deployer.update(name, model_uri, options), deployer, name, model_uri)
     if not wait:
         return started
@@ -158,10 +247,24 @@ def list(  # shadows the builtin here, as Deployer.list does: the verb the CLI u
 
 
 def predict(
-    target: str | Deployer, name: str, data: Any, config: Mapping[str, Any] | None = None
+    target: str | Deployer,
+    name: str,
+    data: Any,
+    config: Mapping[str, Any] | None = None,
+    *,
+    model: str | None = None,
 ) -> Any:
-    """Send ``data`` (what ``modelpack.load(...).predict`` takes) to ``name``; its predictions."""
+    """Send ``data`` (what ``modelpack.load(...).predict`` takes) to ``name``; its predictions.
+
+    ``model`` names the model of a many-models deployment that answers (its ``model`` option).
+    """
     deployer, options = _prepare(target, config)
+    if model is not None:
+        if not serves_model_sets(deployer):
+            raise InvalidInputError(
+                f"the {deployer.name} target serves one model per deployment: leave out the model"
+            )
+        options["model"] = model
     return deployer.predict(name, data, options)
 
 
@@ -256,6 +359,22 @@ def _prepare(
     return deployer, options
 
 
+def _model_uri(deployer: Deployer, model_uri: str | ModelSet) -> str:
+    """The URI the deployer receives: a set's ``modelset:`` URI, when the deployer serves sets."""
+    if isinstance(model_uri, ModelSet):
+        model_uri = model_uri.uri
+    else:
+        model_uri = str(model_uri)
+        if ModelSet.parse(model_uri) is None:
+            return model_uri
+    if not serves_model_sets(deployer):
+        raise InvalidInputError(
+            f"the {deployer.name} target deploys one model per deployment, not a model set "
+            "(-m NAME=URI or --repository)"
+        )
+    return model_uri
+
+
 def _wait(
     deployer: Deployer,
     name: str,
@@ -323,7 +442,9 @@ def _as_plan(answer: Any, deployer: Deployer, *, name: str, model_uri: str) -> P
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MODEL_SET_SCHEME",
     "Deployment",
+    "ModelSet",
     "Plan",
     "check_options",
     "create",
@@ -333,6 +454,7 @@ __all__ = [
     "list",
     "plan",
     "predict",
+    "serves_model_sets",
     "update",
     "wait_until",
 ]

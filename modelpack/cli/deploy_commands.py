@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +32,30 @@ Target = Annotated[
     str, typer.Option("-t", "--target", help="Deployer name (`modelpack plugins` lists them).")
 ]
 Name = Annotated[str, typer.Option("--name", help="Deployment name.")]
-ModelUri = Annotated[str, typer.Option("-m", "--model-uri", help="Model path or URI.")]
+ModelUri = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-m",
+        "--model-uri",
+        help="Model path or URI; NAME=URI (repeatable): a many-models deployment serving each "
+        "model by name (targets that run one server for several models).",
+    ),
+]
+Repository = Annotated[
+    str | None,
+    typer.Option(
+        "--repository",
+        help="Many models: every model folder in this folder, or with models:/ every registered "
+        "model (see --filter, --alias); combines with -m NAME=URI.",
+    ),
+]
+RegistryFilter = Annotated[
+    str | None, typer.Option("--filter", help="With --repository models:/: registry filter.")
+]
+RegistryAlias = Annotated[
+    str | None,
+    typer.Option("--alias", help="With --repository models:/: each model's version at ALIAS."),
+]
 Options = Annotated[
     list[str] | None,
     typer.Option("-C", help="Target option key=value (repeatable; values read as YAML)."),
@@ -57,7 +81,10 @@ def register(app: typer.Typer) -> None:
 def plan(
     target: Target,
     name: Name,
-    model_uri: ModelUri,
+    model_uri: ModelUri = None,
+    repository: Repository = None,
+    registry_filter: RegistryFilter = None,
+    alias: RegistryAlias = None,
     options: Options = None,
     config_file: ConfigFile = None,
     as_json: AsJson = False,
@@ -67,14 +94,18 @@ def plan(
     """Show what create or update would do (manifests as YAML on stdout); touch nothing."""
     with _user_errors():
         config, _ = _config(target, options, config_file, trust=(trust, trust_type))
-        _print_plan(deploy.plan(target, name, model_uri, config), as_json)
+        model = _model(model_uri, repository, registry_filter, alias)
+        _print_plan(deploy.plan(target, name, model, config), as_json)
 
 
 @deploy_app.command("create")
 def create(
     target: Target,
     name: Name,
-    model_uri: ModelUri,
+    model_uri: ModelUri = None,
+    repository: Repository = None,
+    registry_filter: RegistryFilter = None,
+    alias: RegistryAlias = None,
     options: Options = None,
     config_file: ConfigFile = None,
     no_wait: NoWait = False,
@@ -86,11 +117,12 @@ def create(
     """Deploy a model under a new name and wait until it is ready (removed again if never)."""
     with _user_errors():
         config, legacy = _config(target, options, config_file, trust=(trust, trust_type))
+        model = _model(model_uri, repository, registry_filter, alias)
         with _progress(f"creating {name} on {target}") as show:
             deployment = deploy.create(
                 target,
                 name,
-                model_uri,
+                model,
                 config,
                 wait=not no_wait,
                 timeout=_timeout(timeout, legacy),
@@ -103,7 +135,10 @@ def create(
 def update(
     target: Target,
     name: Name,
-    model_uri: ModelUri,
+    model_uri: ModelUri = None,
+    repository: Repository = None,
+    registry_filter: RegistryFilter = None,
+    alias: RegistryAlias = None,
     options: Options = None,
     config_file: ConfigFile = None,
     no_wait: NoWait = False,
@@ -115,11 +150,12 @@ def update(
     """Replace a deployment's model (or options); the old version serves until the new is ready."""
     with _user_errors():
         config, legacy = _config(target, options, config_file, trust=(trust, trust_type))
+        model = _model(model_uri, repository, registry_filter, alias)
         with _progress(f"updating {name} on {target}") as show:
             deployment = deploy.update(
                 target,
                 name,
-                model_uri,
+                model,
                 config,
                 wait=not no_wait,
                 timeout=_timeout(timeout, legacy),
@@ -184,6 +220,10 @@ def predict(
     ],
     options: Options = None,
     config_file: ConfigFile = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Many-models deployment: the model (by name) that answers."),
+    ] = None,
 ) -> None:
     """Send a JSON or CSV file to a deployment and print its predictions as JSON."""
     from modelpack.cli._input import read_input
@@ -191,7 +231,8 @@ def predict(
 
     with _user_errors():
         config, _ = _config(target, options, config_file)
-        predictions = deploy.predict(target, name, read_input(input_file), config)
+        data = read_input(input_file)
+        predictions = deploy.predict(target, name, data, config, model=model)
     _echo_json({"predictions": to_jsonable(predictions)})
 
 
@@ -204,6 +245,35 @@ def _user_errors() -> Iterator[None]:
         yield
     except ModelpackError as exc:
         raise fail(exc) from None
+
+
+def _model(
+    given: list[str] | None,
+    repository: str | None,
+    registry_filter: str | None,
+    alias: str | None,
+) -> str | deploy.ModelSet:
+    """One model URI, or the model set -m NAME=URI (repeated) and --repository describe."""
+    given = given or []
+    if repository is None and len(given) == 1 and not _named(given[0]):
+        if registry_filter is not None or alias is not None:
+            raise InvalidInputError("--filter and --alias apply to --repository models:/")
+        return given[0]
+    if not given and repository is None:
+        raise InvalidInputError("give the model: -m URI, or -m NAME=URI (repeatable), --repository")
+    from modelpack.cli.serve_commands import _parse_models  # -m NAME=URI as `serve` reads it
+
+    return deploy.ModelSet(_parse_models(given), repository, registry_filter, alias)
+
+
+def _named(value: str) -> bool:
+    """Whether ``-m`` got NAME=URI (a model of a set) rather than a path or URI."""
+    name, sep, _ = value.partition("=")
+    return (
+        bool(sep)
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None
+        and (not Path(value).exists())
+    )
 
 
 def _config(
@@ -310,6 +380,9 @@ def _print_plan(plan: Plan, as_json: bool) -> None:
         _echo_json(dataclasses.asdict(plan))
         return
     header = [f"plan for {plan.name!r} on {plan.target} ({plan.model_uri})"]
+    model_set = deploy.ModelSet.parse(plan.model_uri)
+    if model_set is not None:
+        header += [f"  {line}" for line in model_set.describe()]
     if plan.image:
         header.append(f"image: {plan.image}")
     header += [f"- {action}" for action in plan.actions]
