@@ -7,27 +7,37 @@ Imported by :func:`modelpack.uris.resolve` on first use of one of these schemes,
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from modelpack.errors import ModelNotFoundError
+
+if TYPE_CHECKING:
+    from modelpack.registry.types import ModelVersion
 
 
 def resolve_models(uri: str) -> Path:
     """``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/NAME/latest``,
     ``models:/NAME/stage/STAGE``."""
-    from modelpack import registry
     from modelpack.artifacts import materialize
+
+    return materialize(find_model_version(uri).descriptor_sha256)
+
+
+def find_model_version(uri: str) -> ModelVersion:
+    """The registered version a ``models:/`` URI names now (an alias or ``latest`` moves)."""
+    from modelpack import registry
 
     rest = unquote(uri.removeprefix("models:").lstrip("/"))
     parts = rest.split("/")
     if len(parts) == 1 and "@" in rest:
         name, alias = rest.rsplit("@", 1)
-        found = registry.get_by_alias(name, alias)
-    elif len(parts) == 2 and parts[1] == "latest":
-        found = registry.latest_version(parts[0])
-    elif len(parts) == 2 and parts[1].isdigit():
-        found = registry.get_version(parts[0], int(parts[1]))
-    elif len(parts) == 3 and parts[1] == "stage":
+        return registry.get_by_alias(name, alias)
+    if len(parts) == 2 and parts[1] == "latest":
+        return registry.latest_version(parts[0])
+    if len(parts) == 2 and parts[1].isdigit():
+        return registry.get_version(parts[0], int(parts[1]))
+    if len(parts) == 3 and parts[1] == "stage":
         page = registry.search_versions(
             f"name = '{_quote(parts[0])}' AND stage = '{_quote(parts[2])}'",
             order_by="version DESC",
@@ -35,13 +45,11 @@ def resolve_models(uri: str) -> Path:
         )
         if not page.items:
             raise ModelNotFoundError(f"{uri}: no version of {parts[0]!r} is in stage {parts[2]!r}")
-        found = page.items[0]
-    else:
-        raise ModelNotFoundError(
-            f"cannot resolve {uri!r}: use models:/NAME/VERSION, models:/NAME@ALIAS, "
-            "models:/NAME/latest or models:/NAME/stage/STAGE"
-        )
-    return materialize(found.descriptor_sha256)
+        return page.items[0]
+    raise ModelNotFoundError(
+        f"cannot resolve {uri!r}: use models:/NAME/VERSION, models:/NAME@ALIAS, "
+        "models:/NAME/latest or models:/NAME/stage/STAGE"
+    )
 
 
 def _quote(text: str) -> str:

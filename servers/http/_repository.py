@@ -97,27 +97,12 @@ def _resolve(uri: str) -> tuple[Path, str]:
     from modelpack.uris import resolve
 
     if uri.startswith("models:"):
-        from modelpack import registry
+        from modelpack._resolvers import find_model_version
+        from modelpack.artifacts import materialize
 
-        aliased = alias_of(uri)
-        rest = uri.removeprefix("models:").strip("/")
-        name, _, pinned = rest.partition("/")
-        if aliased is not None:
-            name, version = aliased[0], registry.get_by_alias(*aliased).version
-        elif pinned == "latest":
-            version = registry.latest_version(name).version
-        elif pinned.startswith("stage/"):
-            quoted = (name.replace("'", "''"), pinned.removeprefix("stage/").replace("'", "''"))
-            found = registry.search_versions(
-                f"name = '{quoted[0]}' AND stage = '{quoted[1]}'", order_by="version DESC"
-            ).items
-            if not found:
-                raise ModelNotFoundError(f"{uri}: no version of {name!r} is in that stage")
-            version = found[0].version
-        else:
-            return resolve(uri), pinned
         # The version found, by number: what is loaded is the version the index reports.
-        return resolve(f"models:/{name}/{version}"), str(version)
+        found = find_model_version(uri)
+        return materialize(found.descriptor_sha256), str(found.version)
     return resolve(uri), "1"
 
 
