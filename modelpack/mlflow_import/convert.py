@@ -32,7 +32,16 @@ from modelpack.trust import PICKLE, Need, Trust, grant_hint
 _XGBOOST = ("XGBClassifier", "XGBRegressor", "XGBRanker", "XGBRFClassifier", "XGBRFRegressor")
 _CATBOOST = ("CatBoostClassifier", "CatBoostRegressor", "CatBoostRanker", "CatBoost")
 # MLflow flavors in the order they are tried: the library's own flavor before python_function.
-ORDER = ("sklearn", "xgboost", "lightgbm", "catboost", "pytorch", "onnx", "python_function")
+ORDER = (
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "catboost",
+    "pytorch",
+    "onnx",
+    "keras",
+    "python_function",
+)
 
 
 @dataclass
@@ -219,6 +228,28 @@ def onnx(model: MlflowModel, trust: Trust, what: str) -> Converted:
     return Converted(onnx_lib.load(str(file)), "onnx")
 
 
+def keras(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    from modelpack import plugins
+    from modelpack.model import trust_needs
+    from modelpack.plugins import LoadOptions
+
+    conf = model.flavor("keras")
+    if conf.get("save_exported_model"):
+        raise UnsupportedModelError(
+            f"{what}: a Keras model exported as a TensorFlow SavedModel is not imported; "
+            "save it with save_exported_model=False (the .keras archive)"
+        )
+    data = _file(model, conf.get("data", "data"), what)
+    if not (data / "model.keras").is_file():
+        raise InvalidModelError(f"{what}: {data.name}/model.keras is missing")
+    # The keras flavor reads the archive in safe mode; classes that are not Keras' own (custom
+    # layers) are code named by the archive, which the trust policy must allow.
+    flavor = plugins.flavor("keras")
+    config = {"file": "model.keras"}
+    trust.check(trust_needs(flavor, data, config), model=what)
+    return Converted(flavor.load(data, config, LoadOptions(trust=trust)), "keras")
+
+
 def python_model(model: MlflowModel, trust: Trust, what: str) -> Converted:
     from modelpack.mlflow_import.pyfunc import MlflowPythonModel, unpickle
 
@@ -247,5 +278,6 @@ _CONVERTERS: dict[str, Callable[[MlflowModel, Trust, str], Converted]] = {
     "catboost": catboost,
     "pytorch": pytorch,
     "onnx": onnx,
+    "keras": keras,
     "python_function": python_model,
 }

@@ -59,25 +59,24 @@ def _say(message: str) -> None:
 
 
 def _build_venv() -> None:
-    building = VENV.with_name(VENV.name + ".building")
-    shutil.rmtree(building, ignore_errors=True)
+    # Built in place (a venv's scripts hold its absolute path); the marker, written last, says
+    # it is complete.
+    shutil.rmtree(VENV, ignore_errors=True)
     started = time.monotonic()
     _say(f"building {VENV} with uv ({len(PACKAGES)} packages)...")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     for args in (
-        [str(UV), "venv", "-q", "--python", sys.executable, str(building)],
+        [str(UV), "venv", "-q", "--python", sys.executable, str(VENV)],
         [
-            str(UV), "pip", "install", "-q", "--python", str(building / "bin" / "python"),
+            str(UV), "pip", "install", "-q", "--python", str(VENV / "bin" / "python"),
             "--find-links", "/opt/wheels", *PACKAGES,
         ],
     ):  # fmt: skip
         proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            shutil.rmtree(building, ignore_errors=True)
+            shutil.rmtree(VENV, ignore_errors=True)
             skip_or_fail(f"cannot build the MLflow venv: {proc.stderr.strip()[-500:]}")
-    (building / "modelpack-spec").write_text(SPEC)
-    shutil.rmtree(VENV, ignore_errors=True)
-    building.rename(VENV)  # uv venvs hold absolute paths: build at the final path's sibling
+    (VENV / "modelpack-spec").write_text(SPEC)
     _say(f"built in {time.monotonic() - started:.1f}s")
 
 
@@ -97,11 +96,11 @@ def mlflow_python() -> Path:
     return VENV / "bin" / "python"
 
 
-def run_side(python: Path, *args: str | Path, timeout: float = 600) -> str:
+def run_side(python: Path, *args: str | Path, timeout: float = 600, script: Path = SIDE) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     proc = subprocess.run(
-        [str(python), str(SIDE), *map(str, args)],
+        [str(python), str(script), *map(str, args)],
         env=env,
         capture_output=True,
         text=True,

@@ -5,7 +5,6 @@ OUT, each with ``expected.json``: MLflow's own pyfunc predictions on the saved i
 ``python mlflow_side.py store OUT``: ``OUT/mlflow.db`` and ``OUT/artifacts`` holding registered
 models with several versions, aliases, tags and descriptions (and ``OUT/store.json``: the ids).
 ``python mlflow_side.py predict MODEL_DIR``: MLflow's pyfunc predictions on the example.
-``python mlflow_side.py remote URI``: a model logged and registered through an MLflow server.
 """
 
 from __future__ import annotations
@@ -242,39 +241,12 @@ def store(out: Path) -> None:
     print(json.dumps(ids))
 
 
-def remote(server: str) -> None:
-    """Log and register a model through a running ``mlflow server`` (proxied artifacts)."""
-    import mlflow
-    from mlflow import MlflowClient
-    from sklearn.tree import DecisionTreeClassifier
-
-    mlflow.set_tracking_uri(server)
-    x, y = _iris()
-    with mlflow.start_run() as run:
-        model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(x, y)
-        mlflow.sklearn.log_model(
-            model, name="model", input_example=x.head(3), registered_model_name="remote"
-        )
-    client = MlflowClient(server)
-    client.set_registered_model_alias("remote", "prod", "1")
-    client.update_registered_model("remote", description="logged through the server")
-    print(json.dumps({"run_id": run.info.run_id, "expected": predict_remote(x.head(3))}))
-
-
-def predict_remote(example: pd.DataFrame) -> Any:
-    import mlflow.pyfunc
-
-    return _jsonable(mlflow.pyfunc.load_model("models:/remote@prod").predict(example))
-
-
 if __name__ == "__main__":
-    command, target = sys.argv[1], Path(sys.argv[2])  # remote: target is the server's URI
+    command, target = sys.argv[1], Path(sys.argv[2])
     if command == "models":
         models(target, sys.argv[3:])
     elif command == "store":
         store(target)
-    elif command == "remote":
-        remote(sys.argv[2])
     elif command == "predict":
         print(json.dumps(predict(target)))
     else:

@@ -100,7 +100,11 @@ def test_tensor_signature(mlflow_models: Path, tmp_path: Path) -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "modelpack", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "modelpack", *args],
+        input="[[1, 2, 3, 4]]",
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
@@ -118,7 +122,7 @@ def test_cli_import_and_refusal(mlflow_models: Path, tmp_path: Path) -> None:
 
 def test_cli_on_an_mlflow_directory_names_the_import(mlflow_models: Path) -> None:
     src = str(mlflow_models / "xgboost")
-    for args in (("inspect", src), ("predict", src, "--input", "-")):
+    for args in (("inspect", src), ("predict", "-m", src, "--input", "-")):
         proc = _cli(*args)
         assert proc.returncode != 0
         assert "error [model_not_found]" in proc.stderr

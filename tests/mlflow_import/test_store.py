@@ -114,10 +114,12 @@ def test_cli_registry_import(mlflow_store: Store, fresh_home: Path) -> None:
 def mlflow_server(mlflow_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    exe = mlflow_python.with_name("mlflow")
+    log = open(root / "server.log", "wb")  # noqa: SIM115 (closed after the server stops)
     proc = subprocess.Popen(
         [
-            str(exe),
+            str(mlflow_python),
+            "-m",
+            "mlflow",
             "server",
             "--host",
             "127.0.0.1",
@@ -131,7 +133,7 @@ def mlflow_server(mlflow_python: Path, tmp_path_factory: pytest.TempPathFactory)
             str(root / "artifacts"),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=open(root / "server.log", "w"),  # noqa: SIM115 (closed with the process)
+        stderr=log,
         env={"PATH": str(mlflow_python.parent) + ":/usr/bin:/bin", "HOME": str(root)},
     )
     url = f"http://127.0.0.1:{port}"
@@ -154,14 +156,18 @@ def mlflow_server(mlflow_python: Path, tmp_path_factory: pytest.TempPathFactory)
     finally:
         proc.terminate()
         proc.wait(10)
+        log.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
 def test_rest_server_with_proxied_artifacts(
     mlflow_server: str, mlflow_python: Path, fresh_home: Path, tmp_path: Path
 ) -> None:
-    logged = json.loads(run_side(mlflow_python, "remote", mlflow_server).strip().splitlines()[-1])
-    with pytest.raises(UntrustedModelError):  # sklearn's default in MLflow is cloudpickle
+    out = run_side(
+        mlflow_python, mlflow_server, script=Path(__file__).with_name("mlflow_remote.py")
+    )
+    logged = json.loads(out.strip().splitlines()[-1])
+    with pytest.raises(UntrustedModelError):  # logged with cloudpickle
         import_mlflow("models:/remote@prod", tmp_path / "m", tracking_uri=mlflow_server)
     path = import_mlflow(
         "models:/remote@prod", tmp_path / "m", tracking_uri=mlflow_server, trust=True
