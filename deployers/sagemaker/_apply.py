@@ -45,8 +45,8 @@ def apply(
                 engine=settings.engine,
                 tls_verify=settings.tls_verify,
             )
-        bucket, key = steps.model_data
-        aws.upload_model_tar(session, steps.model_dir, bucket, key, undo)
+        for key, model_dir in steps.archives.items():
+            aws.upload_model_tar(session, model_dir, steps.bucket, key, undo)
         spec = steps.model
         with aws.aws_errors(f"create model {spec['model_name']}"):
             model = Model.create(

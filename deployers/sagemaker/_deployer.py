@@ -6,10 +6,17 @@ and return; ``get`` reports the endpoint's status and, once it is InService, del
 and models an update left unused (``_apply.settle``). A failed update is SageMaker's to undo: it
 rolls the endpoint back to its previous config, which keeps serving, and ``get`` reports
 ``failed`` until the next update. See docs/deploy/sagemaker.md.
+
+A model set (``modelpack.deploy.ModelSet``) makes a multi-model endpoint: one archive per model,
+``NAME.tar.gz`` under one S3 prefix per set (content-addressed: a changed set is a new prefix and
+a new Model, so SageMaker's cache of a model by its name cannot serve a stale one), the Model's
+container in ``Mode: MultiModel`` on that prefix, and ``predict`` with the ``model`` option sends
+``TargetModel=NAME.tar.gz``. The container answers SageMaker's multi-model contract (/models).
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Mapping
@@ -20,14 +27,17 @@ from typing import Any
 import orjson
 
 from modelpack import trust
-from modelpack.deploy import Deployment, Plan
+from modelpack.deploy import Deployment, ModelSet, Plan
 from modelpack.deployers.sagemaker import _apply
 from modelpack.deployers.sagemaker import _aws as aws
 from modelpack.deployers.sagemaker._apply import MANAGED_TAG
 from modelpack.deployers.sagemaker._options import OPTIONS, Settings
-from modelpack.errors import DeploymentError
+from modelpack.errors import DeploymentError, InvalidInputError
 
 MODEL_URI_ENV = "MODELPACK_MODEL_URI"
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"  # what the server reads to answer /models
+ARCHIVE = ".tar.gz"  # a set's model NAME is the object NAME.tar.gz (its TargetModel)
+_ENV_VALUE_MAX = 1024  # SageMaker's limit on one container environment value
 _STATUS = {
     "InService": "ready",
     "Creating": "creating",
@@ -76,10 +86,10 @@ class _Steps:
 
     name: str
     model_uri: str
-    model_dir: Path
     image: str
     push_from: str | None
-    model_data: tuple[str, str]
+    bucket: str
+    archives: dict[str, Path]  # S3 key -> the model folder archived there
     model: dict[str, Any]
     endpoint_config: dict[str, Any]
     current: dict[str, Any] | None
@@ -91,6 +101,7 @@ class SageMakerDeployer:
 
     name = "sagemaker"
     options: Mapping[str, str] = OPTIONS
+    model_sets = True  # a set is a multi-model endpoint
 
     def __init__(self, session: Any = None) -> None:
         self._session = session
@@ -141,9 +152,7 @@ class SageMakerDeployer:
                 Model.get(model_name=variant["model"], **kw).delete()
             data = variant.get("model_data")
             if settings.delete_artifacts and data:
-                bucket, key = aws.split_s3(data)
-                with aws.aws_errors(f"delete {data}"):
-                    session.client("s3").delete_object(Bucket=bucket, Key=key)
+                _delete_artifacts(data, session)
         _apply.delete_all([r for r in left if r not in _apply.in_use(current)], session)
 
     def get(self, name: str, config: Mapping[str, Any]) -> Deployment:
@@ -170,12 +179,18 @@ class SageMakerDeployer:
             return self.batch_transform(name, settings)
         session = self._boto(settings)
         runtime = session.client("sagemaker-runtime")
+        target = {}
+        if settings.model is not None:  # a model of a multi-model endpoint
+            from modelpack.servers.http._sources import check_model_name
+
+            target["TargetModel"] = check_model_name(settings.model) + ARCHIVE
         with aws.aws_errors(f"invoke endpoint {name}"):
             answer = runtime.invoke_endpoint(
                 EndpointName=name,
                 Body=_body(data),
                 ContentType=settings.content_type or "application/json",
                 Accept="application/json",
+                **target,
             )
             raw = answer["Body"].read()
         try:
@@ -208,6 +223,11 @@ class SageMakerDeployer:
         if current is None:
             raise DeploymentError(f"no SageMaker endpoint named {name!r}")
         primary = max(current["variants"], key=lambda v: v["weight"])
+        if primary["mode"] == "MultiModel":
+            raise InvalidInputError(
+                f"endpoint {name!r} is a multi-model endpoint: a Batch Transform job scores "
+                "one model (deploy that model on an endpoint of its own)"
+            )
         job = f"{name[:40]}-{time.strftime('%Y%m%d%H%M%S')}"
         source = TransformS3DataSource(s3_data_type="S3Prefix", s3_uri=settings.batch_input)
         with aws.aws_errors(f"create Batch Transform job {job}"):
@@ -278,6 +298,7 @@ class SageMakerDeployer:
                     "model": variant.model_name,
                     "model_uri": env.get(MODEL_URI_ENV),
                     "model_data": _get(container.model_data_url) if container else None,
+                    "mode": _get(container.mode, "SingleModel") if container else None,
                     "image": _get(container.image) if container else None,
                     "weight": float(_get(variant.initial_variant_weight, 1.0)),
                     "instance_type": _get(variant.instance_type),
@@ -298,6 +319,9 @@ class SageMakerDeployer:
         primary = max(current["variants"], key=lambda v: v["weight"])
         url = f"https://runtime.sagemaker.{session.region_name}.amazonaws.com"
         reason = failed_update or current["reason"]
+        models = {}
+        if primary["mode"] == "MultiModel" and primary["model_data"]:
+            models = {"models": _archived_models(primary["model_data"], session)}
         return Deployment(
             name=name,
             target=self.name,
@@ -311,6 +335,7 @@ class SageMakerDeployer:
                 "endpoint_arn": current["arn"],
                 "endpoint_config": current["config"],
                 "variants": current["variants"],
+                **models,
                 **({"reason": reason} if reason else {}),
             },
         )
@@ -319,8 +344,19 @@ class SageMakerDeployer:
         from modelpack.uris import resolve
 
         aws.check_name(name)
-        model_dir = resolve(model_uri)
-        digest = aws.model_digest(model_dir)
+        model_set = ModelSet.parse(model_uri)
+        if model_set is None:
+            model_dir = resolve(model_uri)
+            digest = aws.model_digest(model_dir)
+        else:
+            folders = _set_folders(model_set)
+            digest = _set_digest(folders)
+            if len(model_uri) > _ENV_VALUE_MAX:
+                raise InvalidInputError(
+                    f"the model set's URI is {len(model_uri)} characters, over the "
+                    f"{_ENV_VALUE_MAX} SageMaker keeps in the container's environment: serve a "
+                    "folder of the models with --repository DIR"
+                )
         # Unique per call: two updates with one model in one second must not share a name
         # (the second would delete the config it had just made as the "old" one).
         stamp = f"{digest[:8]}-{time.strftime('%y%m%d%H%M%S')}{secrets.token_hex(2)}"
@@ -342,14 +378,22 @@ class SageMakerDeployer:
                 "pass -C role=arn:aws:iam::ACCOUNT:role/NAME"
             )
         bucket = settings.bucket or aws.default_bucket(session)
-        key = f"{(settings.prefix or f'modelpack/{name}').strip('/')}/{digest[:16]}/model.tar.gz"
+        folder = f"{(settings.prefix or f'modelpack/{name}').strip('/')}/{digest[:16]}"
+        environment = {MODEL_URI_ENV: str(model_uri), **_trust_env(settings.trust)}
+        if model_set is None:
+            archives = {f"{folder}/model.tar.gz": model_dir}
+            container = {"image": image, "model_data_url": f"s3://{bucket}/{folder}/model.tar.gz"}
+        else:
+            archives = {f"{folder}/{n}{ARCHIVE}": path for n, path in folders.items()}
+            container = {
+                "image": image,
+                "mode": "MultiModel",
+                "model_data_url": f"s3://{bucket}/{folder}/",
+            }
+            environment[MULTI_MODEL_ENV] = "true"
         model = {
             "model_name": resource,
-            "primary_container": {
-                "image": image,
-                "model_data_url": f"s3://{bucket}/{key}",
-                "environment": {MODEL_URI_ENV: str(model_uri), **_trust_env(settings.trust)},
-            },
+            "primary_container": {**container, "environment": environment},
             "execution_role_arn": settings.role,
         }
         current = self._current(name, session)
@@ -386,10 +430,10 @@ class SageMakerDeployer:
         return _Steps(
             name=name,
             model_uri=str(model_uri),
-            model_dir=model_dir,
             image=image,
             push_from=push_from,
-            model_data=(bucket, key),
+            bucket=bucket,
+            archives=archives,
             model=model,
             endpoint_config={"endpoint_config_name": resource, "production_variants": variants},
             current=current,
@@ -397,7 +441,6 @@ class SageMakerDeployer:
         )
 
     def _render(self, steps: _Steps, settings: Settings) -> Plan:
-        bucket, key = steps.model_data
         actions = []
         if steps.push_from:
             repo = steps.image.split("/", 1)[1].rsplit(":", 1)[0]
@@ -406,7 +449,8 @@ class SageMakerDeployer:
                 "ecr.get_authorization_token",
                 f"push image {steps.push_from} -> {steps.image}",
             ]
-        actions.append(f"s3.put_object s3://{bucket}/{key} (model.tar.gz, if missing)")
+        for key, folder in steps.archives.items():
+            actions.append(f"s3.put_object s3://{steps.bucket}/{key} (of {folder}, if missing)")
         actions.append(f"sagemaker.create_model {steps.model['model_name']}")
         config_name = steps.endpoint_config["endpoint_config_name"]
         weights = ", ".join(
@@ -445,6 +489,57 @@ class SageMakerDeployer:
         if current["status"] == "InService":
             failed_update = _apply.settle(current, session)
         return self._deployment(name, current, session, failed_update)
+
+
+def _set_folders(model_set: ModelSet) -> dict[str, Path]:
+    """Name -> local folder of every model of a set (a repository read now: an endpoint's
+    models are archives, fixed when it is made)."""
+    from modelpack.servers.http._sources import Repository, check_model_name
+    from modelpack.uris import resolve
+
+    uris: dict[str, str] = {}
+    if model_set.repository:
+        repository = Repository(model_set.repository, model_set.filter, model_set.alias)
+        uris.update(repository.models())
+    for name, uri in model_set.models.items():
+        if name in uris:
+            raise InvalidInputError(f"the model name {name!r} is both in -m and in the repository")
+        uris[check_model_name(name)] = uri
+    if not uris:
+        raise InvalidInputError(f"the repository {model_set.repository} holds no model")
+    return {name: resolve(uri) for name, uri in sorted(uris.items())}
+
+
+def _set_digest(folders: Mapping[str, Path]) -> str:
+    lines = "".join(f"{name} {aws.model_digest(path)}\n" for name, path in folders.items())
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _delete_artifacts(data: str, session: Any) -> None:
+    """The model.tar.gz, or every archive under a multi-model endpoint's prefix."""
+    bucket, key = aws.split_s3(data)
+    s3 = session.client("s3")
+    keys = (
+        [key]
+        if not key.endswith("/")
+        else [f"{key}{n}{ARCHIVE}" for n in _archived_models(data, session)]
+    )
+    for each in keys:
+        with aws.aws_errors(f"delete s3://{bucket}/{each}"):
+            s3.delete_object(Bucket=bucket, Key=each)
+
+
+def _archived_models(prefix_uri: str, session: Any) -> list[str]:
+    """The models of a multi-model endpoint: the NAME.tar.gz objects under its prefix."""
+    bucket, prefix = aws.split_s3(prefix_uri)
+    s3, names = session.client("s3"), []
+    with aws.aws_errors(f"list {prefix_uri}"):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"].removeprefix(prefix)
+                if key.endswith(ARCHIVE) and "/" not in key:
+                    names.append(key.removesuffix(ARCHIVE))
+    return sorted(names)
 
 
 def _trust_env(value: str | None) -> dict[str, str]:

@@ -32,6 +32,8 @@ OPTIONS = {
     "NAME[,NAME] exact types/classes; set as its MODELPACK_TRUST (default: nothing)",
     "batch_timeout": "predict with batch_input: seconds to wait for the job (default: 1800)",
     "delete_artifacts": "delete: also delete the model.tar.gz objects in S3 (default: false)",
+    "model": "predict: the model (by name) of a multi-model endpoint that answers (its "
+    "TargetModel NAME.tar.gz)",
 }
 
 STRATEGIES = ("replace", "canary")
@@ -67,6 +69,7 @@ class Settings:
     batch_timeout: float = 1800.0
     delete_artifacts: bool = False
     trust: str | None = None
+    model: str | None = None
 
     @classmethod
     def parse(cls, config: Mapping[str, Any]) -> Settings:
