@@ -197,6 +197,7 @@ class Cluster:
             ("v1", "Service"),
             *((v, "HorizontalPodAutoscaler") for v in HPA_VERSIONS),
             (KSERVE_VERSION, "InferenceService"),
+            ("v1", "ConfigMap"),  # a many-models deployment's per-model settings
         ]
         seen: set[str] = set()
         for api_version, kind in kinds:

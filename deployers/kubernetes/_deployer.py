@@ -6,6 +6,12 @@ InferenceService) applied with server-side apply, updated and deleted by labels.
 Deployment's rolling strategy (``maxUnavailable: 0``) keeps the old pods serving, ``get``
 reports ``updating``, or ``failed`` once its progress deadline passes, and the next
 ``update`` (or ``kubectl rollout undo``) replaces it.
+
+A ``ModelSet`` (``modelset:`` URI: ``-m NAME=URI`` repeated, ``--repository models:/``) is one
+Deployment running one many-models server (``modelpack serve -m NAME=/models/NAME ...``): each
+oci:// model pulled and each registry or S3 model fetched by an init container of its own, a
+repository read by the server itself; readiness is the server's (every model loaded or failed),
+each model's is ``/v2/models/NAME/ready`` and ``modelpack_model_ready{model}`` in ``/metrics``.
 """
 
 from __future__ import annotations
@@ -15,16 +21,21 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from modelpack.deploy import Deployment, Plan
+from modelpack.deploy import Deployment, ModelSet, Plan
 from modelpack.deployers.kubernetes import _render as render
 from modelpack.deployers.kubernetes._cluster import FIELD_MANAGER, Cluster
-from modelpack.deployers.kubernetes._options import OPTIONS, Settings, check_name
+from modelpack.deployers.kubernetes._options import (
+    MODEL_SET_OPTIONS,
+    OPTIONS,
+    REMOTE_SCHEMES,
+    Settings,
+    check_name,
+)
 from modelpack.deployers.kubernetes._status import deployment_status, inference_service_status
 from modelpack.errors import DeploymentError, InvalidInputError
 
 # The options a deployment was made with, so `update` changes only what it is given.
 CONFIG_ANNOTATION = "modelpack.dev/config"
-_REMOTE_SCHEMES = ("models:", "runs:", "s3:", "oci:")
 # What modelpack alone resolves: KServe's storage initializer knows none of them.
 _MODELPACK_SCHEMES = ("models:", "runs:")
 # Where and how to connect is not part of a deployment: never stored with it.
@@ -36,6 +47,7 @@ class KubernetesDeployer:
 
     name = "kubernetes"
     options: Mapping[str, str] = OPTIONS
+    model_sets = True  # many models in one server (modelpack.deploy.ModelSet)
 
     # -- Deployer protocol -------------------------------------------------------------------
 
@@ -57,6 +69,7 @@ class KubernetesDeployer:
         self._check_model_uri(model_uri, settings)
         docs = render.documents(name, namespace, model_uri, settings, image, hpa_version)
         verb = "update (server-side apply, rolling)" if exists else "create (server-side apply)"
+        actions += self._plan_models(model_uri, settings)
         actions += [
             f"{verb} {d['kind']} {namespace}/{name} ({d['apiVersion']}), field manager "
             f"{FIELD_MANAGER}"
@@ -103,12 +116,21 @@ class KubernetesDeployer:
             )
         previous = self._stored(live)
         given = {k: v for k, v in config.items() if k not in _NOT_STORED}
-        merged = {**previous.get("config", {}), **given}
+        kept = dict(previous.get("config", {}))
+        if ModelSet.parse(model_uri) is None:  # the many-models options go with the set
+            kept = {k: v for k, v in kept.items() if k not in MODEL_SET_OPTIONS}
+        merged = {**kept, **given}
         settings = Settings.from_config(merged)
         self._check_model_uri(model_uri, settings)
         image = settings.require_image()
-        for doc in self._render(cluster, name, model_uri, settings, image, merged):
+        docs = self._render(cluster, name, model_uri, settings, image, merged)
+        for doc in docs:
             cluster.apply(doc)
+        # A ConfigMap of per-model settings no longer rendered (left out, or one model now).
+        rendered = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        for resource, obj in cluster.managed(name):
+            if obj.kind == "ConfigMap" and (obj.kind, obj.metadata.name) not in rendered:
+                cluster.delete(resource, obj.metadata.name)
         return self._get(cluster, name, settings)
 
     def delete(self, name: str, config: Mapping[str, Any]) -> None:
@@ -138,9 +160,10 @@ class KubernetesDeployer:
     def predict(self, name: str, data: Any, config: Mapping[str, Any]) -> Any:
         from modelpack.payload import dumps, encode_example
 
-        settings = Settings.from_config(config)
+        settings = Settings.from_config(config, predict=True)
         cluster = Cluster(settings)
         current = self._get(cluster, name, settings)
+        route = _model_route(name, current.model_uri, config.get("model"))
         # During a rollout (or after a failed one) the Service still sends to the old pods.
         if current.status != "ready" and not current.details.get("available_replicas"):
             raise DeploymentError(
@@ -148,15 +171,47 @@ class KubernetesDeployer:
                 + (f": {current.details['reason']}" if current.details.get("reason") else "")
             )
         service = name if not current.details.get("kserve") else f"{name}-predictor"
-        answer = cluster.post_service(service, "http", "invocations", dumps(encode_example(data)))
+        body = dumps(encode_example(data))
+        answer = cluster.post_service(service, "http", "invocations" + route, body)
         return answer["predictions"] if isinstance(answer, dict) else answer
 
     # -- helpers -----------------------------------------------------------------------------
 
     @staticmethod
+    def _plan_models(model_uri: str, settings: Settings) -> builtins.list[str]:
+        """What a plan says of a model set: where each model comes from, what the pod runs."""
+        model_set = ModelSet.parse(model_uri)
+        if model_set is None:
+            return []
+        lines = []
+        for model, uri in model_set.models.items():
+            if render.served_by_uri(uri, settings):
+                how = "loaded by the server, following its alias"
+            elif uri.startswith("oci:"):
+                how = f"pulled by an init container into {render.MODELS_DIR}/{model}"
+            else:
+                how = f"fetched by an init container into {render.MODELS_DIR}/{model}"
+            lines.append(f"model {model}: {uri}, {how}")
+        if model_set.repository:
+            lines.append(f"models of the repository {model_set.repository}: read by the server")
+        args = render.serve_args(model_set, settings)
+        lines.append(f"the server runs: modelpack serve {' '.join(args)}")
+        return lines
+
+    @staticmethod
     def _check_model_uri(model_uri: str, settings: Settings) -> None:
+        model_set = ModelSet.parse(model_uri)  # a bad name or URI is refused here
+        if model_set is not None:
+            _check_model_set(model_set, settings)
+            return
+        given = [k for k in MODEL_SET_OPTIONS if getattr(settings, k) not in (None, False)]
+        if given:
+            raise InvalidInputError(
+                f"option(s) {', '.join(given)} apply to several models: give -m NAME=URI "
+                "(repeatable) or --repository"
+            )
         source = settings.source(model_uri)
-        if source == "fetch" and not model_uri.startswith(_REMOTE_SCHEMES):
+        if source == "fetch" and not model_uri.startswith(REMOTE_SCHEMES):
             raise InvalidInputError(
                 f"model_source=fetch needs a models:/, runs:/, s3:// or oci:// URI the pod can "
                 f"reach, not {model_uri!r}"
@@ -188,11 +243,12 @@ class KubernetesDeployer:
     ) -> builtins.list[dict[str, Any]]:
         hpa_version = cluster.hpa_version() if settings.max_replicas and not settings.kserve else ""
         docs = render.documents(name, cluster.namespace, model_uri, settings, image, hpa_version)
-        stored = {
-            "model_uri": model_uri,
-            "config": {k: v for k, v in config.items() if k not in _NOT_STORED},
-        }
-        docs[0]["metadata"]["annotations"][CONFIG_ANNOTATION] = json.dumps(stored, default=str)
+        kept = {k: v for k, v in config.items() if k not in _NOT_STORED}
+        if settings.model_config is not None:  # its content: an update needs no file
+            kept["model_config"] = settings.model_config
+        stored = {"model_uri": model_uri, "config": kept}
+        [workload] = [d for d in docs if d["kind"] in ("Deployment", "InferenceService")]
+        workload["metadata"]["annotations"][CONFIG_ANNOTATION] = json.dumps(stored, default=str)
         return docs
 
     @staticmethod
@@ -242,3 +298,69 @@ class KubernetesDeployer:
             endpoint=details.pop("url", None) or f"http://{name}.{cluster.namespace}.svc:{port}",
             details=details,
         )
+
+
+def _check_model_set(model_set: ModelSet, settings: Settings) -> None:
+    """A set the pod can fetch and serve, refused in one line before anything is applied."""
+    from modelpack.servers.http._sources import check_model_name  # as the server checks them
+
+    if settings.kserve:
+        raise InvalidInputError(
+            "kserve=true serves one model per InferenceService: give one model, or leave out "
+            "kserve for a Deployment serving the set"
+        )
+    if settings.model_source not in (None, "fetch"):
+        raise InvalidInputError(
+            f"model_source={settings.model_source}: the models of a set are fetched into the pod "
+            "(model_source=fetch, the default for several models)"
+        )
+    if settings.workers != 1:
+        raise InvalidInputError(
+            "a many-models server runs one worker (a load, unload or memory budget holds for the "
+            "whole server): leave out workers"
+        )
+    for model, uri in model_set.models.items():
+        check_model_name(model)
+        if not uri.startswith(REMOTE_SCHEMES):
+            raise InvalidInputError(
+                f"model {model!r}: {uri!r} is not a URI the pod can reach; give models:/, "
+                "runs:/, s3:// or oci://"
+            )
+    if model_set.repository and not model_set.repository.startswith("models:"):
+        raise InvalidInputError(
+            f"--repository {model_set.repository}: a folder on this machine, which the pod "
+            "cannot read; give --repository models:/ (the registry the pod reaches through "
+            "MODELPACK_STORE_URI in -C env) or the models with -m NAME=URI"
+        )
+    pulls = any(uri.startswith("oci:") for uri in model_set.models.values())
+    if (settings.registry_secret or settings.registry_insecure) and not pulls:
+        raise InvalidInputError(
+            "registry_secret and registry_insecure apply to an oci:// model that an init "
+            "container pulls"
+        )
+
+
+def _model_route(name: str, model_uri: str, model: Any) -> str:
+    """``/NAME`` of the model of a many-models deployment that answers a predict; else ``""``."""
+    model_set = ModelSet.parse(model_uri)
+    if model_set is None:
+        if model is not None:
+            raise InvalidInputError(
+                f"kubernetes deployment {name!r} serves one model: leave out model"
+            )
+        return ""
+    if model is None:
+        named = ", ".join(model_set.models) or f"the models of {model_set.repository}"
+        raise InvalidInputError(
+            f"kubernetes deployment {name!r} serves several models ({named}): name one with "
+            "--model (-C model=NAME)"
+        )
+    from modelpack.servers.http._sources import check_model_name
+
+    check_model_name(str(model))  # it goes into the proxy's URL path
+    if model_set.models and not model_set.repository and str(model) not in model_set.models:
+        raise InvalidInputError(
+            f"kubernetes deployment {name!r} serves no model {model!r} (it serves "
+            f"{', '.join(model_set.models)})"
+        )
+    return f"/{model}"

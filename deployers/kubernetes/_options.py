@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from modelpack import trust
@@ -44,9 +45,22 @@ OPTIONS = {
     "kserve": "render a KServe InferenceService instead of Deployment/Service/HPA (default: false)",
     "trust": "what the server may run when it loads the model: true (everything) or NAME[,NAME] "
     "exact types/classes; written into the container's args (default: nothing)",
+    "lazy": "many models: load each model on its first request [default: false]",
+    "max_memory": "many models: budget for the models loaded at once (bytes, 500MB, 2GB, 1GiB); "
+    "the least recently used are unloaded to make room [default: none]",
+    "follow_aliases": "many models: the server polls the registry every SECONDS and switches a "
+    "models:/NAME@ALIAS model when its alias moves (such a model is then loaded by the server, "
+    "not fetched by an init container) [default: off]",
+    "model_config": "many models: YAML file of per-model settings (max_batch_size, ...; "
+    "docs/serving.md), rendered as a ConfigMap the server reads [default: none]",
+    "model": "predict: the model (by name) of a many-models deployment that answers",
 }
+# The options of a many-models deployment (a model set), as `modelpack serve` takes them.
+MODEL_SET_OPTIONS = ("lazy", "max_memory", "follow_aliases", "model_config")
 
 MODEL_SOURCES = ("image", "fetch", "kserve")
+# What a pod resolves itself (the registry and artifact store, S3, an OCI registry).
+REMOTE_SCHEMES = ("models:", "runs:", "s3:", "oci:")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
 PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$")
@@ -112,6 +126,59 @@ def _secret_name(key: str, value: Any) -> str:
     return text
 
 
+def _size(key: str, value: Any) -> str:
+    from modelpack.cli.serve_commands import parse_size  # what the server reads it with
+
+    try:
+        parse_size(str(value))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"option {key}: {exc.message}") from None
+    return str(value).strip()
+
+
+def _seconds(key: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0.1 <= number <= 1e6:
+        raise InvalidInputError(f"option {key}={value!r}: give seconds between 0.1 and 1000000")
+    return number
+
+
+def _model_config(value: Any) -> dict[str, Any]:
+    """The per-model settings, from a YAML file (checked as `serve --model-config` reads it) or
+    already a mapping (as a deployment stores them, so an update needs no file)."""
+    import yaml
+
+    if isinstance(value, Mapping):
+        loaded: Any = dict(value)
+        where = "its value"
+    else:
+        path = Path(str(value)).expanduser()
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise InvalidInputError(f"option model_config: {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise InvalidInputError(
+                f"option model_config: {path} is not valid YAML: {first}"
+            ) from None
+    from modelpack.servers.http._sources import model_config  # as the server reads it
+
+    checked = model_config(loaded, f"option model_config ({where})")
+    for name, settings in checked.items():
+        uri = str(settings.get("uri", ""))
+        if uri and not uri.startswith(REMOTE_SCHEMES):
+            raise InvalidInputError(
+                f"option model_config ({where}): {name}: uri {uri!r} is not a URI the pod "
+                "can reach (models:/, runs:/, s3:// or oci://)"
+            )
+    return checked
+
+
 @dataclass(frozen=True)
 class Settings:
     image: str | None = None
@@ -139,10 +206,16 @@ class Settings:
     image_pull_policy: str = "IfNotPresent"
     kserve: bool = False
     trust: bool | list[str] | None = None
+    lazy: bool = False
+    max_memory: str | None = None
+    follow_aliases: float | None = None
+    model_config: dict[str, Any] | None = None  # per model name, its settings
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+    def from_config(cls, config: Mapping[str, Any], *, predict: bool = False) -> Settings:
         check_options("kubernetes", OPTIONS, config)
+        if "model" in config and not predict:
+            raise InvalidInputError("option model applies to predict only")
         c = config
         settings = cls(
             image=str(c["image"]) if c.get("image") else None,
@@ -184,6 +257,14 @@ class Settings:
             ),
             kserve=option_bool("kserve", c.get("kserve", False)),
             trust=trust.parse(c.get("trust")),
+            lazy=option_bool("lazy", c.get("lazy", False)),
+            max_memory=_size("max_memory", c["max_memory"]) if c.get("max_memory") else None,
+            follow_aliases=(
+                _seconds("follow_aliases", c["follow_aliases"])
+                if c.get("follow_aliases") is not None
+                else None
+            ),
+            model_config=_model_config(c["model_config"]) if c.get("model_config") else None,
         )
         if settings.max_replicas and settings.max_replicas < settings.min_replicas:
             raise InvalidInputError(

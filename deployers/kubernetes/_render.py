@@ -4,10 +4,13 @@ InferenceService. Pure functions of the options: ``plan`` prints exactly what ``
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from modelpack import trust
 from modelpack._dockerfile import APP_UID, MODEL_DIR, PORT
+from modelpack.deploy import ModelSet
 from modelpack.deployers.kubernetes._options import Settings
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -24,6 +27,11 @@ MODELS_DIR = "/models"
 REGISTRY_AUTH_DIR = "/var/run/secrets/modelpack/registry"  # DOCKER_CONFIG of the pull
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts STORAGE_URI
 SERVER_MODEL_ENV = "MODELPACK_SAGEMAKER_MODEL_DIR"  # what `serve` loads (default MODEL_DIR)
+# Many models: the per-model settings (option model_config), a ConfigMap mounted here.
+MODEL_CONFIG_DIR = "/etc/modelpack"
+MODEL_CONFIG_FILE = "models.yaml"
+MODEL_CONFIG_PATH = f"{MODEL_CONFIG_DIR}/{MODEL_CONFIG_FILE}"
+MODEL_CONFIG_ANNOTATION = "modelpack.dev/model-config-sha256"  # a new config rolls the pods
 
 # The init container copies the resolved model (registry + artifact store, or S3) into the pod.
 _FETCH = (
@@ -107,7 +115,10 @@ def _server_container(s: Settings, image: str, env: dict[str, str] | None = None
 
 def _pod_spec(s: Settings, image: str, model_uri: str, name: str) -> dict[str, Any]:
     source = s.source(model_uri)
-    if source == "fetch" and model_uri.startswith("oci:"):
+    model_set = ModelSet.parse(model_uri)
+    if model_set is not None:
+        spec = _model_set_pod(s, image, model_set, name)
+    elif source == "fetch" and model_uri.startswith("oci:"):
         spec = _pulled_from_oci(s, image, model_uri, name)
     elif source == "fetch":
         spec = _fetched(s, image, model_uri)
@@ -129,19 +140,26 @@ def _fetched(s: Settings, image: str, model_uri: str) -> dict[str, Any]:
     server = _server_container(s, image)
     mount = {"name": "model", "mountPath": MODEL_DIR}
     server["volumeMounts"] = [mount]
-    init = {
-        "name": "fetch-model",
-        "image": image,
-        "imagePullPolicy": s.image_pull_policy,
-        "command": ["python", "-c", _FETCH, model_uri, MODEL_DIR],
-        "env": [{"name": k, "value": v} for k, v in s.env.items()],
-        "volumeMounts": [mount],
-        "securityContext": _security(),
-    }
+    init = _fetch_init(s, image, model_uri, MODEL_DIR, "fetch-model", mount)
     return {
         "containers": [server],
         "initContainers": [init],
         "volumes": [{"name": "model", "emptyDir": {}}],
+    }
+
+
+def _fetch_init(
+    s: Settings, image: str, model_uri: str, target: str, name: str, mount: dict[str, Any]
+) -> dict[str, Any]:
+    """An init container copying the resolved ``model_uri`` (registry, S3) into ``target``."""
+    return {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": s.image_pull_policy,
+        "command": ["python", "-c", _FETCH, model_uri, target],
+        "env": [{"name": k, "value": v} for k, v in s.env.items()],
+        "volumeMounts": [dict(mount)],
+        "securityContext": _security(),
     }
 
 
@@ -151,42 +169,163 @@ def _pulled_from_oci(s: Settings, image: str, model_uri: str, name: str) -> dict
     mount: dict[str, Any] = {"name": "models", "mountPath": MODELS_DIR}
     server = _server_container(s, image, {SERVER_MODEL_ENV: target})
     server["volumeMounts"] = [dict(mount)]
+    init = _pull_init(s, image, model_uri, target, "pull-model")
+    volumes = [{"name": "models", "emptyDir": {}}, *_registry_auth_volumes(s)]
+    return {"containers": [server], "initContainers": [init], "volumes": volumes}
+
+
+def _registry_auth_volumes(s: Settings) -> list[dict[str, Any]]:
+    if not s.registry_secret:
+        return []
+    # The same Secret type as imagePullSecrets: its .dockerconfigjson is a Docker config.
+    return [
+        {
+            "name": "registry-auth",
+            "secret": {
+                "secretName": s.registry_secret,
+                "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+            },
+        }
+    ]
+
+
+def _pull_init(s: Settings, image: str, model_uri: str, target: str, name: str) -> dict[str, Any]:
+    """An init container pulling ``model_uri`` into ``target`` (under the models volume)."""
     env = dict(s.env)
-    mounts = [mount]
-    volumes: list[dict[str, Any]] = [{"name": "models", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "models", "mountPath": MODELS_DIR}]
     if s.registry_secret:
-        # The same Secret type as imagePullSecrets: its .dockerconfigjson is a Docker config.
         env["DOCKER_CONFIG"] = REGISTRY_AUTH_DIR
         mounts.append({"name": "registry-auth", "mountPath": REGISTRY_AUTH_DIR, "readOnly": True})
-        volumes.append(
-            {
-                "name": "registry-auth",
-                "secret": {
-                    "secretName": s.registry_secret,
-                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
-                },
-            }
-        )
-    init = {
-        "name": "pull-model",
+    return {
+        "name": name,
         "image": image,
         "imagePullPolicy": s.image_pull_policy,
         "command": [
             "sh",
             "-c",
             _PULL,
-            "pull-model",
+            name,
             model_uri,
             target,
             *(["--insecure"] if s.registry_insecure else []),
         ],
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "volumeMounts": [dict(m) for m in mounts],
+        "volumeMounts": mounts,
         "securityContext": _security(),
         # The pull's one-line error becomes the pod's termination message, which `get` reports.
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    return {"containers": [server], "initContainers": [init], "volumes": volumes}
+
+
+# -- many models in one server ---------------------------------------------------------------
+
+
+def _container_name(verb: str, model: str, taken: set[str]) -> str:
+    """A DNS-label container name for one model's init container, unique within the pod."""
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    candidate = f"{verb}-{slug}"[:63].rstrip("-")
+    number = 2
+    while candidate in taken:  # names differing only in case, '_' or '.', or cut at 63
+        suffix = f"-{number}"
+        candidate = f"{verb}-{slug}"[: 63 - len(suffix)].rstrip("-") + suffix
+        number += 1
+    taken.add(candidate)
+    return candidate
+
+
+def served_by_uri(model_uri: str, s: Settings) -> bool:
+    """Whether the server loads this model of a set by its URI (a ``models:/NAME@ALIAS`` with
+    follow_aliases, so it can follow the alias) rather than from what an init container put
+    into the pod."""
+    from modelpack.servers.http._sources import alias_of  # what the server follows
+
+    return s.follow_aliases is not None and alias_of(model_uri) is not None
+
+
+def serve_args(model_set: ModelSet, s: Settings) -> list[str]:
+    """``modelpack serve``'s arguments in the pod for a model set (after ``serve``)."""
+    args: list[str] = []
+    for model, uri in model_set.models.items():
+        where = uri if served_by_uri(uri, s) else f"{MODELS_DIR}/{model}"
+        args += ["-m", f"{model}={where}"]
+    for flag, value in (
+        ("--repository", model_set.repository),
+        ("--filter", model_set.filter),
+        ("--alias", model_set.alias),
+        ("--max-memory", s.max_memory),
+        ("--follow-aliases", None if s.follow_aliases is None else f"{s.follow_aliases:g}"),
+        ("--model-config", MODEL_CONFIG_PATH if s.model_config is not None else None),
+    ):
+        if value is not None:
+            args += [flag, value]
+    return [*args, "--lazy"] if s.lazy else args
+
+
+def _model_set_pod(s: Settings, image: str, model_set: ModelSet, name: str) -> dict[str, Any]:
+    """One server for every model: each oci:// model pulled and each registry or S3 one fetched
+    by an init container of its own into /models/NAME; a repository (models:/) is read by the
+    server itself, as is a followed alias."""
+    server = _server_container(s, image)
+    server["args"] = ["serve", *serve_args(model_set, s), *trust.cli_args(s.trust)]
+    mount = {"name": "models", "mountPath": MODELS_DIR}
+    inits: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    for model, uri in model_set.models.items():
+        if served_by_uri(uri, s):
+            continue
+        target = f"{MODELS_DIR}/{model}"
+        if uri.startswith("oci:"):
+            inits.append(_pull_init(s, image, uri, target, _container_name("pull", model, taken)))
+        else:
+            inits.append(
+                _fetch_init(s, image, uri, target, _container_name("fetch", model, taken), mount)
+            )
+    mounts: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    if inits:
+        mounts.append(dict(mount))
+        volumes.append({"name": "models", "emptyDir": {}})
+        if any(i["name"].startswith("pull-") for i in inits):
+            volumes += _registry_auth_volumes(s)
+    if s.model_config is not None:
+        mounts.append({"name": "model-config", "mountPath": MODEL_CONFIG_DIR, "readOnly": True})
+        volumes.append({"name": "model-config", "configMap": {"name": model_config_name(name)}})
+    spec: dict[str, Any] = {"containers": [server]}
+    if mounts:
+        server["volumeMounts"] = mounts
+        spec["volumes"] = volumes
+    if inits:
+        spec["initContainers"] = inits
+    return spec
+
+
+def model_config_name(name: str) -> str:
+    return f"{name}-model-config"
+
+
+def model_config_text(s: Settings) -> str:
+    import yaml
+
+    return yaml.safe_dump(s.model_config or {}, sort_keys=True)
+
+
+def config_map(name: str, namespace: str, model_uri: str, s: Settings) -> dict[str, Any]:
+    """The per-model settings (option model_config) the server reads as --model-config."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {**_metadata(name, namespace, model_uri), "name": model_config_name(name)},
+        "data": {MODEL_CONFIG_FILE: model_config_text(s)},
+    }
+
+
+def _template_annotations(model_uri: str, s: Settings) -> dict[str, str]:
+    annotations = {MODEL_URI_ANNOTATION: model_uri}
+    if s.model_config is not None and ModelSet.parse(model_uri) is not None:
+        # The mounted ConfigMap changes in place; a new digest rolls the pods onto it.
+        digest = hashlib.sha256(model_config_text(s).encode()).hexdigest()
+        annotations[MODEL_CONFIG_ANNOTATION] = digest
+    return annotations
 
 
 def deployment(
@@ -204,8 +343,8 @@ def deployment(
         "template": {
             "metadata": {
                 "labels": labels(name),
-                # A new model URI with the same image still rolls the pods.
-                "annotations": {MODEL_URI_ANNOTATION: model_uri},
+                # A new model URI (or model set) with the same image still rolls the pods.
+                "annotations": _template_annotations(model_uri, s),
             },
             "spec": _pod_spec(s, image, model_uri, name),
         },
@@ -293,4 +432,6 @@ def documents(
     ]
     if s.max_replicas:
         docs.append(autoscaler(name, namespace, model_uri, s, hpa_version))
+    if s.model_config is not None and ModelSet.parse(model_uri) is not None:
+        docs.insert(0, config_map(name, namespace, model_uri, s))  # there before the pods
     return docs
