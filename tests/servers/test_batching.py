@@ -202,7 +202,7 @@ class Gated:
 
 def test_requests_queued_while_the_model_is_busy_go_in_one_predict_call():
     inner = Gated()
-    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=60_000)
+    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=20)
     first = batcher.submit(np.zeros((1, 3)))
     assert inner.started.wait(10)  # the worker holds the first request
     inputs = [np.full((1 + i % 2, 3), float(i)) for i in range(12)]
@@ -216,20 +216,9 @@ def test_requests_queued_while_the_model_is_busy_go_in_one_predict_call():
     batcher.close()
 
 
-def test_a_batch_stops_waiting_when_requests_stop_arriving():
-    # The budget is a minute: an answer within the test's 10 s timeout means the batcher
-    # saw the burst was over (the idle gap), not that the budget ran out.
-    inner = Recorder()
-    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=60_000, idle_gap_ms=5)
-    futures = [batcher.submit(np.ones((1, 2))) for _ in range(3)]
-    assert all(f.result(10).shape == (1, 2) for f in futures)
-    assert sum(inner.sizes) == 3
-    batcher.close()
-
-
 def test_a_full_batch_goes_at_once_whatever_the_budget():
     inner = Recorder()
-    batcher = BatchingPredictor(inner, max_batch_size=4, max_latency_ms=60_000, idle_gap_ms=60_000)
+    batcher = BatchingPredictor(inner, max_batch_size=4, max_latency_ms=60_000)
     futures = [batcher.submit(np.full((1, 2), float(i))) for i in range(4)]
     assert [f.result(10)[0, 0] for f in futures] == [0.0, 2.0, 4.0, 6.0]
     assert inner.sizes == [4]
@@ -238,7 +227,7 @@ def test_a_full_batch_goes_at_once_whatever_the_budget():
 
 def test_arrays_of_other_shapes_wait_for_their_own_batch():
     inner = Gated()
-    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=60_000)
+    batcher = BatchingPredictor(inner, max_batch_size=64, max_latency_ms=20)
     batcher.submit(np.zeros((1, 3)))
     assert inner.started.wait(10)
     narrow = [batcher.submit(np.ones((1, 3))) for _ in range(3)]
@@ -255,7 +244,7 @@ def test_arrays_of_other_shapes_wait_for_their_own_batch():
 
 def test_close_answers_what_is_queued_and_a_later_request_starts_a_new_worker():
     inner = Gated()
-    batcher = BatchingPredictor(inner, max_batch_size=8, max_latency_ms=60_000)
+    batcher = BatchingPredictor(inner, max_batch_size=8, max_latency_ms=20)
     first = batcher.submit(np.zeros((1, 1)))
     assert inner.started.wait(10)
     queued = [batcher.submit(np.ones((1, 1))) for _ in range(5)]
