@@ -160,6 +160,8 @@ def _fetch_init(
         "env": [{"name": k, "value": v} for k, v in s.env.items()],
         "volumeMounts": [dict(mount)],
         "securityContext": _security(),
+        # A failed fetch's last line (its error) becomes the termination message `get` reports.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 
 
