@@ -411,7 +411,7 @@ def _need(name: str) -> Need:
 # ``import skops.io`` computes its default trusted lists at import (skops/io/_trusted_types.py).
 # Two sweeps dominate a cold ``modelpack serve``: every estimator class, from
 # ``sklearn.utils.all_estimators()``, which imports every public scikit-learn module (and
-# pytest), and scipy's ufuncs, each looked for in every loaded module (~350,000 getattr calls).
+# pytest), and scipy's ufuncs, each looked for in every loaded module (~250,000 getattr calls).
 # This flavor imports skops with those lists (and the one internal type that needs
 # sklearn.ensemble) left empty, so that skops alone would be stricter, never more lenient; then
 # it keeps skops' decisions exactly what they would have been:
