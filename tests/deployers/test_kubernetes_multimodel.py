@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,19 +278,20 @@ class Kubelet:
                 for key, text in data.items():
                     (folder / key).write_text(text)
 
-    def _remap(self, container: dict[str, Any]) -> Any:
+    def _remap(self, container: dict[str, Any]) -> Callable[[str], str]:
         mounts = {m["mountPath"]: self.root / m["name"] for m in container.get("volumeMounts", [])}
 
-        def remap(text: str) -> str:  # a path under a mount, as the container sees it
+        def remap(text: str) -> str:
+            """A path under a mount (alone, or the URI of ``-m NAME=PATH``) as mounted here."""
+            head, sep, path = text.rpartition("=") if text.count("=") == 1 else ("", "", text)
             for mount_path, local in mounts.items():
-                if text.startswith(mount_path + "/") or text == mount_path:
-                    return str(local) + text[len(mount_path) :]
-                text = text.replace(f"={mount_path}/", f"={local}/")  # -m NAME=/models/NAME
+                if path == mount_path or path.startswith(mount_path + "/"):
+                    return head + sep + str(local) + path[len(mount_path) :]
             return text
 
         return remap
 
-    def _env(self, container: dict[str, Any], remap: Any) -> dict[str, str]:
+    def _env(self, container: dict[str, Any], remap: Callable[[str], str]) -> dict[str, str]:
         env = {e["name"]: remap(e["value"]) for e in container.get("env", [])}
         return {"PATH": f"{BIN}:{os.environ['PATH']}", "HOME": str(self.root), **env}
 
