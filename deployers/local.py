@@ -322,12 +322,10 @@ class LocalDeployer:
     def _local_set(self, model_set: ModelSet) -> ModelSet:
         """The set with its local paths absolute (the server runs in the state directory);
         a path that is not a model, or a repository folder that does not exist, is refused."""
-        from modelpack.servers.http._sources import check_model_name
-
-        models = {}
-        for name, uri in model_set.models.items():
-            check_model_name(name)
-            models[name] = uri if _has_scheme(uri) else str(self._resolve(uri))
+        models = {
+            name: uri if _has_scheme(uri) else str(self._resolve(uri))
+            for name, uri in model_set.models.items()
+        }
         repository = model_set.repository
         if repository and not repository.startswith("models:"):
             folder = Path(repository.removeprefix("file://")).expanduser().resolve()

@@ -494,7 +494,7 @@ class SageMakerDeployer:
 def _set_folders(model_set: ModelSet) -> dict[str, Path]:
     """Name -> local folder of every model of a set (a repository read now: an endpoint's
     models are archives, fixed when it is made)."""
-    from modelpack.servers.http._sources import Repository, check_model_name
+    from modelpack.servers.http._sources import Repository
     from modelpack.uris import resolve
 
     uris: dict[str, str] = {}
@@ -504,7 +504,7 @@ def _set_folders(model_set: ModelSet) -> dict[str, Path]:
     for name, uri in model_set.models.items():
         if name in uris:
             raise InvalidInputError(f"the model name {name!r} is both in -m and in the repository")
-        uris[check_model_name(name)] = uri
+        uris[name] = uri  # a name ModelSet checked
     if not uris:
         raise InvalidInputError(f"the repository {model_set.repository} holds no model")
     return {name: resolve(uri) for name, uri in sorted(uris.items())}

@@ -181,3 +181,22 @@ def test_the_container_answers_sagemakers_multi_model_contract(
         assert after.status_code == 404
         assert http.get(f"{base}/models").json() == {"models": []}
     deployer.delete(name, {"delete_artifacts": "true"})
+
+
+def test_a_canary_of_a_set_then_the_set_alone(deployer, session, models) -> None:
+    name, config = _name(), _config()
+    deploy.create(deployer, name, str(models["a"]), config, timeout=60)
+    canary = deploy.update(
+        deployer, name, _two(models), {**config, "strategy": "canary"}, timeout=60
+    )
+    modes = {v["variant"]: (v["mode"], v["model_uri"]) for v in canary.details["variants"]}
+    assert modes == {
+        "primary": ("SingleModel", str(models["a"])),
+        "canary": ("MultiModel", _two(models).uri),
+    }
+    assert "models" not in canary.details  # the primary (most traffic) is the single model
+    replaced = deploy.update(deployer, name, _two(models), config, timeout=60)
+    [variant] = replaced.details["variants"]
+    assert variant["mode"] == "MultiModel" and replaced.details["models"] == ["a", "b"]
+    assert _model_names(session, name) == [variant["model"]]
+    deployer.delete(name, {"delete_artifacts": "true"})
