@@ -109,7 +109,9 @@ class ModelSet:
             return None
         models: dict[str, str] = {}
         sources: dict[str, str] = {}
-        for part in filter(None, uri.removeprefix(MODEL_SET_SCHEME).split(";")):
+        for part in uri.removeprefix(MODEL_SET_SCHEME).split(";"):
+            if not part:
+                continue
             key, sep, value = part.partition("=")
             if not sep:
                 raise InvalidInputError(f"{uri!r}: {part!r} is not NAME=URI or @KEY=VALUE")
