@@ -41,6 +41,7 @@ PACKAGES = (
     "lightgbm==4.7.0",
     "catboost==1.2.10",
     "cloudpickle==3.1.3",
+    "keras==3.15.1",
     "torch==2.13.0+cpu",  # from /opt/wheels: never another torch spec (the CUDA build is GBs)
 )
 SPEC = hashlib.sha256("\n".join(PACKAGES).encode()).hexdigest()[:16]
@@ -117,6 +118,9 @@ def _saved(python: Path, command: str) -> Path:
     key = hashlib.sha256(SIDE.read_bytes() + SPEC.encode()).hexdigest()[:16]
     target = CACHE / f"mlflow-{command}-{key}"
     with _locked(f"mlflow-{command}"):
+        for stale in CACHE.glob(f"mlflow-{command}-*"):
+            if stale != target:  # saved by an older script or venv
+                shutil.rmtree(stale, ignore_errors=True)
         if not (target / ".complete").is_file():
             shutil.rmtree(target, ignore_errors=True)
             started = time.monotonic()

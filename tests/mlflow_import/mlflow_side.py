@@ -10,6 +10,7 @@ models with several versions, aliases, tags and descriptions (and ``OUT/store.js
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 warnings.filterwarnings("ignore")
+os.environ.setdefault("KERAS_BACKEND", "torch")  # torch is in the venv; TensorFlow is not
 
 
 def _iris() -> tuple[pd.DataFrame, np.ndarray]:
@@ -135,6 +137,24 @@ def catboost_model(out: Path) -> None:
     mlflow.catboost.save_model(model, str(out), input_example=x.head(5))
 
 
+def keras_model(out: Path) -> None:
+    import keras
+    import mlflow.keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    x, _ = _iris()
+    out.mkdir(parents=True)  # mlflow.keras writes the example before it creates the directory
+    example = x.head(5).to_numpy(dtype=np.float32)
+    mlflow.keras.save_model(model, str(out), input_example=example)
+
+
 PYFUNC_CODE = """
 import json
 
@@ -189,6 +209,7 @@ BUILDERS = {
     "xgboost": xgboost_model,
     "lightgbm": lightgbm_model,
     "catboost": catboost_model,
+    "keras": keras_model,
     "pyfunc": pyfunc_model,
 }
 

@@ -27,6 +27,7 @@ CASES = {
     "xgboost": ("xgboost", None, False),
     "lightgbm": ("lightgbm", True, False),  # MLflow's skops of LGBMClassifier names lightgbm types
     "catboost": ("catboost", None, False),
+    "keras": ("keras", None, False),
     "pyfunc": ("python", True, True),  # a cloudpickled PythonModel stays one
 }
 
