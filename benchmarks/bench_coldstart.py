@@ -60,7 +60,7 @@ import json, time
 import sklearn.linear_model
 from modelpack.flavors import sklearn as flavor
 t = time.perf_counter()
-flavor._skops_io()
+flavor._skops.skops_io()
 print(json.dumps(time.perf_counter() - t))
 """
 LOAD = """

@@ -154,3 +154,28 @@ def test_needs_and_skops_own_answers_are_those_of_skops_imported_as_it_comes(mod
     assert ours["lists"] == alone["lists"]
     assert len(ours["lists"]["SKLEARN_ESTIMATOR_TYPE_NAMES"]) > 150
     assert ours["lists"]["SCIPY_UFUNC_TYPE_NAMES"]
+
+
+# The shortcut relies on skops' internals; when they are not what it expects (another skops
+# release), skops is imported as it comes: the model still loads, with skops' full lists.
+UNEXPECTED_SKOPS = """
+import json, sys
+from modelpack.flavors import _skops
+def unexpected(attr):
+    raise AttributeError(f"skops.io._trusted_types has no {attr}")
+_skops._make_lazy = unexpected
+import modelpack
+model = modelpack.load(sys.argv[1])
+got = model.predict(model.input_example())
+import skops.io._trusted_types as defaults
+print(json.dumps({"predictions": got.tolist(), "level": _skops._level,
+                  "estimators": len(defaults.SKLEARN_ESTIMATOR_TYPE_NAMES)}))
+"""
+
+
+def test_an_unexpected_skops_is_imported_as_it_comes(models):
+    path, _, expected = models["logreg"]
+    got = _run(UNEXPECTED_SKOPS, str(path))
+    assert got["predictions"] == expected.tolist()
+    assert got["level"] == 2  # _FULL: skops' own lists, nothing shortened
+    assert got["estimators"] > 150
