@@ -11,7 +11,7 @@ RUNTIMES = ("native", "onnx")
 INT_OPTIONS = {"port": (1, 65535), "workers": (1, 1024), "max_batch_size": (0, 1 << 20)}
 FLOAT_OPTIONS = ("max_latency_ms", "rtol", "atol")
 # The options of a many-models deployment (a model set), as `modelpack serve` takes them.
-MODEL_SET_OPTIONS = ("lazy", "max_memory", "poll_aliases", "model_config")
+MODEL_SET_OPTIONS = ("lazy", "max_memory", "follow_aliases", "model_config")
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "workers": 1,
@@ -39,7 +39,7 @@ def described(runtime: str | None, device: str) -> dict[str, str]:
             lazy="many models: load each model on its first request [default: false]",
             max_memory="many models: budget for the models loaded at once (bytes, 500MB, 2GB, "
             "1GiB); the least recently used are unloaded to make room [default: none]",
-            poll_aliases="many models: poll the registry every SECONDS and switch a "
+            follow_aliases="many models: poll the registry every SECONDS and switch a "
             "models:/NAME@ALIAS model when its alias moves (serve's --follow-aliases) "
             "[default: off]",
             model_config="many models: YAML file of per-model settings (max_batch_size, ...; "
@@ -108,8 +108,8 @@ def checked_for_set(options: dict[str, Any], many: bool) -> dict[str, Any]:
 
         parse_size(str(options["max_memory"]))  # refused here, not by a server that exits
         options["max_memory"] = str(options["max_memory"])
-    if options.get("poll_aliases") is not None:
-        options["poll_aliases"] = _number("poll_aliases", options["poll_aliases"], float, 0.1)
+    if options.get("follow_aliases") is not None:
+        options["follow_aliases"] = _number("follow_aliases", options["follow_aliases"], float, 0.1)
     if options.get("model_config") is not None:
         from pathlib import Path
 

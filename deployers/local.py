@@ -558,7 +558,7 @@ def _set_args(model_set: ModelSet, options: Mapping[str, Any]) -> builtins.list[
         ("--filter", model_set.filter),
         ("--alias", model_set.alias),
         ("--max-memory", options.get("max_memory")),
-        ("--follow-aliases", options.get("poll_aliases")),
+        ("--follow-aliases", options.get("follow_aliases")),
         ("--model-config", options.get("model_config")),
     ):
         if value is not None:

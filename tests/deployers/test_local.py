@@ -243,7 +243,7 @@ def test_a_port_in_use_is_one_clear_error(
     [
         (
             {"colour": "red"},
-            r"unknown option\(s\) for target 'local': colour \(valid: atol, device, host",
+            r"unknown option\(s\) for target 'local': colour \(valid: atol, device, .*host",
         ),
         ({"port": "http"}, "option port must be a number"),
         ({"workers": 0}, "option workers must be between 1"),

@@ -170,7 +170,7 @@ def test_option_mistakes_are_refused_before_anything_starts(
         (pair, {"runtime": "onnx"}, "runtime onnx serves one model"),
         (pair, {"model": "a"}, "option model applies to predict only"),
         (pair, {"max_memory": "lots"}, "give bytes or a size"),
-        (pair, {"poll_aliases": 0}, "poll_aliases must be between"),
+        (pair, {"follow_aliases": 0}, "follow_aliases must be between"),
         (pair, {"model_config": str(tmp_path / "none.yaml")}, "no such file"),
         (ModelSet(repository=str(tmp_path / "none")), {}, "no such folder"),
         (ModelSet({"a": str(tmp_path / "missing")}), {}, "no model at .*missing"),
