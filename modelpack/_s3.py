@@ -94,26 +94,30 @@ class S3ArtifactStore:
 
 def download_model(uri: str) -> Path:
     """A model directory stored as plain files under an S3 prefix, downloaded and verified."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = split_uri(uri)
     s3 = _client()
     key = f"{prefix}/{DESCRIPTOR}" if prefix else DESCRIPTOR
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        target = cache_root() / "models" / hashlib.sha256(body).hexdigest()
+        if (target / DESCRIPTOR).is_file():
+            return target
+        with _staging(target) as tmp:
+            (tmp / DESCRIPTOR).write_bytes(body)
+            descriptor = Descriptor.read(tmp)
+            for rel in descriptor.files:
+                dest = tmp / safe_relpath(rel)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, f"{prefix}/{rel}" if prefix else rel, str(dest))
+            verify_manifest(tmp, descriptor.files)
     except ClientError as exc:
         if _is_missing(exc) or "NoSuchBucket" in str(exc):
-            raise ModelNotFoundError(f"no model at {uri}: s3://{bucket}/{key} is missing") from exc
+            raise ModelNotFoundError(
+                f"no model at {uri}: a file under it is missing ({exc})"
+            ) from exc
         raise ArtifactError(f"cannot read {uri}: {exc}") from exc
-    target = cache_root() / "models" / hashlib.sha256(body).hexdigest()
-    if (target / DESCRIPTOR).is_file():
-        return target
-    with _staging(target) as tmp:
-        (tmp / DESCRIPTOR).write_bytes(body)
-        descriptor = Descriptor.read(tmp)
-        for rel in descriptor.files:
-            dest = tmp / safe_relpath(rel)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, f"{prefix}/{rel}" if prefix else rel, str(dest))
-        verify_manifest(tmp, descriptor.files)
+    except BotoCoreError as exc:  # no credentials, no endpoint: one line, not a traceback
+        raise ArtifactError(f"cannot read {uri}: {exc}") from exc
     return target

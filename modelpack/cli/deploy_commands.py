@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -261,19 +260,17 @@ def _model(
         return given[0]
     if not given and repository is None:
         raise InvalidInputError("give the model: -m URI, or -m NAME=URI (repeatable), --repository")
-    from modelpack.cli.serve_commands import _parse_models  # -m NAME=URI as `serve` reads it
+    from modelpack.cli.serve_commands import parse_models  # -m NAME=URI as `serve` reads it
 
-    return deploy.ModelSet(_parse_models(given), repository, registry_filter, alias)
+    return deploy.ModelSet(parse_models(given), repository, registry_filter, alias)
 
 
 def _named(value: str) -> bool:
-    """Whether ``-m`` got NAME=URI (a model of a set) rather than a path or URI."""
+    """Whether ``-m`` got NAME=URI (a model of a set) rather than a path or URI: anything with
+    ``=`` but an existing path, or a URI with ``=`` in it (``s3://b/date=2024/m``); a bad NAME
+    is then refused with the set, not taken for a URI."""
     name, sep, _ = value.partition("=")
-    return (
-        bool(sep)
-        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) is not None
-        and (not Path(value).exists())
-    )
+    return bool(sep) and ":" not in name and not Path(value).exists()
 
 
 def _config(

@@ -170,7 +170,7 @@ def serve(
     if many:
         target = ""  # the server serves settings.models and the options' repository
         try:
-            models = _parse_models(model or [])
+            models = parse_models(model or [])
             options.update(
                 repository=repository,
                 repository_filter=filter,
@@ -253,7 +253,7 @@ def parse_size(text: str) -> int:
     return size
 
 
-def _parse_models(args: list[str]) -> dict[str, str]:
+def parse_models(args: list[str]) -> dict[str, str]:
     """``NAME=URI`` pairs, each name once (the server checks the names themselves)."""
     models: dict[str, str] = {}
     for arg in args:

@@ -99,3 +99,20 @@ def test_plugins_lists_the_builtin_flavors():
     names = {(p["kind"], p["name"], p["distribution"]) for p in json.loads(out.stdout)}
     for flavor in ("sklearn", "torch", "onnx", "python"):
         assert ("flavor", flavor, "modelpack") in names
+
+
+def test_an_s3_model_without_credentials_is_one_line(tmp_path, monkeypatch):
+    # botocore's own errors (no credentials, no endpoint) are not ClientErrors: they were a
+    # traceback.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("MODELPACK_HOME", str(tmp_path / "home"))
+    out = run("inspect", "s3://bucket/date=2024/model")
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error [artifact_error]: cannot read s3://bucket/date=2024/model: "
+        "Unable to locate credentials"
+    ]

@@ -95,6 +95,8 @@ def test_a_create_that_never_becomes_ready_cleans_up(
         (["-t", "local", "-C", "colour=red"], "unknown option(s) for target 'local': colour"),
         (["-t", "local", "-C", "port"], "-C takes key=value"),
         (["-t", "local", "-m", "/no/such/model"], "no model at /no/such/model"),
+        # NAME=URI with a bad name is a model of a set refused for its name, not one URI
+        (["-t", "local", "-m", "bad/name=oci://127.0.0.1:9/m:1"], "invalid model name 'bad/name'"),
     ],
 )
 def test_user_mistakes_are_one_line(
