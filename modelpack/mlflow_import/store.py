@@ -277,11 +277,10 @@ class RestStore:
         found = self._pages(
             "/api/2.0/mlflow/model-versions/search", "model_versions", filter=f"name='{escaped}'"
         )
+        found_model = self._get("/api/2.0/mlflow/registered-models/get", name=name)
         aliases: dict[int, list[str]] = {}
-        for model in self.registered_models():
-            if model.name == name:
-                for alias, version in model.aliases.items():
-                    aliases.setdefault(version, []).append(alias)
+        for entry in found_model["registered_model"].get("aliases") or []:
+            aliases.setdefault(int(entry["version"]), []).append(str(entry["alias"]))
         out = [
             Version(
                 name=name,
