@@ -128,3 +128,12 @@ def test_cli_on_an_mlflow_directory_names_the_import(mlflow_models: Path) -> Non
         assert proc.returncode != 0
         assert "error [model_not_found]" in proc.stderr
         assert f"modelpack import mlflow {src} -o DIR" in proc.stderr
+
+
+def test_skops_types_are_granted_by_exact_name(mlflow_models: Path, tmp_path: Path) -> None:
+    src = mlflow_models / "lightgbm"  # MLflow's skops of an LGBMClassifier
+    with pytest.raises(UntrustedModelError, match="--trust-type lightgbm.basic.Booster"):
+        import_mlflow(src, tmp_path / "a", trust=False)
+    names = ["collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"]
+    path = import_mlflow(src, tmp_path / "b", trust=names)
+    assert modelpack.load(path).descriptor.trust == {"executes_code": False, "needs": []}
