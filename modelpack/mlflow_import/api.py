@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,7 @@ def save_located(
     what = f"the MLflow model {located.origin.get('source', located.path)}"
     converted = _convert.convert(model, trust, what)
     metadata = {METADATA_KEY: _provenance(model, located, converted)}
-    code_dirs = [str(p) for p in converted.options.get("code_paths", []) if Path(p).is_file()]
-    sys.path[:0] = sorted({str(Path(p).parent) for p in code_dirs})  # what the pickle imports
-    try:
+    with _convert.importable(converted.code_dir):  # saving pickles what the model imports
         return save_with(
             plugins.flavor(converted.flavor),
             converted.obj,
@@ -60,9 +57,6 @@ def save_located(
             overwrite=overwrite,
             **converted.options,
         )
-    finally:
-        for entry in sorted({str(Path(p).parent) for p in code_dirs}):
-            sys.path.remove(entry)
 
 
 def _provenance(model: mlmodel.MlflowModel, located: Located, converted: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class Converted:
     flavor: str
     options: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    code_dir: Path | None = None  # the MLflow model's code, which its pickle may import
 
 
 def convert(model: MlflowModel, trust: Trust, what: str) -> Converted:
@@ -102,19 +103,27 @@ def _check_pickle(trust: Trust, model: MlflowModel, file: Path, what: str) -> No
         )
 
 
+def code_dir(model: MlflowModel, conf: dict[str, Any], what: str) -> Path | None:
+    """The flavor's ``code`` directory (``code_paths`` MLflow saved), if any."""
+    return _file(model, conf["code"], what) if conf.get("code") else None
+
+
 @contextlib.contextmanager
-def _code_on_path(model: MlflowModel, conf: dict[str, Any]) -> Iterator[list[Path]]:
-    """The flavor's ``code`` directory importable while its pickle loads (MLflow does the same)."""
-    code = conf.get("code")
-    if not code:
-        yield []
+def importable(directory: Path | None) -> Iterator[None]:
+    """``directory`` on ``sys.path`` while a pickle naming its modules loads or saves, as MLflow
+    does when it loads the model."""
+    if directory is None:
+        yield
         return
-    directory = _file(model, code, "code")
     sys.path.insert(0, str(directory))
     try:
-        yield sorted(directory.iterdir())
+        yield
     finally:
         sys.path.remove(str(directory))
+
+
+def _code_paths(directory: Path | None) -> list[str]:
+    return [str(p) for p in sorted(directory.iterdir())] if directory else []
 
 
 def _load_pickle(file: Path) -> Any:
@@ -143,9 +152,10 @@ def sklearn(model: MlflowModel, trust: Trust, what: str) -> Converted:
     if conf.get("serialization_format") == "skops":
         return Converted(_load_skops(file, trust, what), "sklearn")
     _check_pickle(trust, model, file, what)
-    with _code_on_path(model, conf):
+    code = code_dir(model, conf, what)
+    with importable(code):
         estimator = _load_pickle(file)
-    return Converted(estimator, "sklearn", notes=["pickle re-saved with skops"])
+    return Converted(estimator, "sklearn", notes=["pickle re-saved with skops"], code_dir=code)
 
 
 def xgboost(model: MlflowModel, trust: Trust, what: str) -> Converted:
@@ -209,10 +219,12 @@ def pytorch(model: MlflowModel, trust: Trust, what: str) -> Converted:
             warnings.simplefilter("ignore", DeprecationWarning)
             return Converted(load_script(str(pickled), map_location="cpu"), "torch")
     _check_pickle(trust, model, pickled, what)
-    with _code_on_path(model, conf) as code:
+    code = code_dir(model, conf, what)
+    with importable(code):
         module = torch.load(str(pickled), map_location="cpu", weights_only=False)
-    options = {"code_paths": [str(p) for p in code]} if code else {}
-    return Converted(module, "torch", options, notes=["pickled module re-saved pickle-free"])
+    options = {"code_paths": _code_paths(code)} if code else {}
+    notes = ["pickled module re-saved pickle-free"]
+    return Converted(module, "torch", options, notes=notes, code_dir=code)
 
 
 def _is_torchscript(file: Path) -> bool:
@@ -260,15 +272,16 @@ def python_model(model: MlflowModel, trust: Trust, what: str) -> Converted:
         str(name): _file(model, spec.get("path") if isinstance(spec, dict) else spec, what)
         for name, spec in (conf.get("artifacts") or {}).items()
     }
-    with _code_on_path(model, conf) as code:
+    code = code_dir(model, conf, what)
+    with importable(code):
         wrapper = MlflowPythonModel(unpickle(file), conf.get("model_config"))
         wrapper.load_context({k: str(v) for k, v in artifacts.items()})
     options = {
         "serialization": "cloudpickle",
         "artifacts": artifacts,
-        "code_paths": [str(p) for p in code],
+        "code_paths": _code_paths(code),
     }
-    return Converted(wrapper, "python", options)
+    return Converted(wrapper, "python", options, code_dir=code)
 
 
 _CONVERTERS: dict[str, Callable[[MlflowModel, Trust, str], Converted]] = {
