@@ -81,7 +81,8 @@ def _unexpected(scope: dict[str, Any], exc: BaseException) -> tuple[bytes, str]:
 
 
 def _freeze_heap() -> int:
-    gc.collect()
+    # No gc.collect() first: a full collection of the start-up heap costs 0.07-0.45 s of the cold
+    # start, and freezing is O(1). The start-up's cyclic garbage, if any, is kept for good.
     gc.freeze()
     return gc.get_freeze_count()
 
@@ -263,7 +264,7 @@ class ModelServer(ServerBase):
                 self.on_load_failure(exc)
             return
         if self.options.freeze_heap:
-            frozen = await anyio.to_thread.run_sync(_freeze_heap)
+            frozen = _freeze_heap()
             log.debug("%d objects from start-up frozen out of the garbage collector", frozen)
         self.model = model
         self.metrics.load_seconds.set(time.perf_counter() - start)

@@ -167,6 +167,7 @@ def _uvicorn_options(settings: ServeSettings, options: ServeOptions) -> dict[str
         "http": NoDelayHttpProtocol,  # asyncio leaves Nagle on for the --workers socket
         "timeout_graceful_shutdown": int(options.timeout_s) + 5,
         "lifespan": "on",
+        "ws": "none",  # no websocket route: don't import a websocket implementation
         "log_config": _log_config(settings.log_level),
     }
 
