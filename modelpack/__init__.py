@@ -13,6 +13,7 @@ from modelpack._version import __version__
 if TYPE_CHECKING:
     from modelpack import errors, flavors, plugins, signature
     from modelpack._rest import get_tracking_uri, set_tracking_uri
+    from modelpack.mlflow_import.api import import_mlflow
     from modelpack.model import Model, load, save
     from modelpack.signature import Signature, infer_signature
     from modelpack.tracking import (
@@ -52,9 +53,11 @@ _LAZY = {
     "search_runs": "modelpack.tracking",
     "set_tracking_uri": "modelpack._rest",
     "get_tracking_uri": "modelpack._rest",
+    "import_mlflow": "modelpack.mlflow_import.api",
 }
 _SUBMODULES = {
     "batch",
+    "oci",
     "deploy",
     "registry",
     "spark",
@@ -80,6 +83,7 @@ __all__ = [
     "flavors",
     "get_run",
     "get_tracking_uri",
+    "import_mlflow",
     "infer_signature",
     "load",
     "log_artifact",

@@ -160,6 +160,7 @@ def _register_as(version: Version, path: Path, tags: dict[str, str]) -> int:
             tags=tags,
             description=version.description,
             run_id=version.run_id,
+            source=tags[MARKER],  # not the temporary folder the model was converted into
         )
         if created.version >= version.version:
             return created.version

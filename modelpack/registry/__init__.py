@@ -58,17 +58,23 @@ def register(
     description: str | None = None,
     run_id: str | None = None,
     parent: str | ModelVersion | tuple[str, int] | None = None,
+    source: str | None = None,
 ) -> ModelVersion:
-    """Store the model at ``model_uri`` and register it as the next version of ``name``."""
+    """Store the model at ``model_uri`` and register it as the next version of ``name``.
+
+    ``source`` is where the version says it came from (default: ``model_uri``, a path made
+    absolute): an importer names the original when ``model_uri`` is a temporary folder.
+    """
     from modelpack.uris import resolve
 
     check_name(name)
     tag_rows = [check_tag(k, v) for k, v in (tags or {}).items()]
     parent_name, parent_version = parse_parent(parent)
-    source = str(model_uri)
-    path = resolve(Path(model_uri) if isinstance(model_uri, os.PathLike) else source)
-    if "://" not in source and ":/" not in source:
-        source = str(Path(source).expanduser().resolve())
+    path = resolve(Path(model_uri) if isinstance(model_uri, os.PathLike) else str(model_uri))
+    if source is None:
+        source = str(model_uri)
+        if "://" not in source and ":/" not in source:
+            source = str(Path(source).expanduser().resolve())
     if run_id is None and source.startswith("runs:/"):
         run_id = source.removeprefix("runs:/").split("/", 1)[0]
     return backend().register(

@@ -67,6 +67,7 @@ def test_registry_import_end_to_end_and_idempotent(mlflow_store: Store, fresh_ho
     assert v2.tags["validated"] == "true"
     assert v2.run_id == mlflow_store["runs"][1]["run_id"]
     assert v2.tags[MARKER] == f"{uri}#iris/2"
+    assert v2.source == f"{uri}#iris/2"  # the MLflow version, not the temporary folder
     assert float(modelpack.load("models:/iris@champion").unwrap().C) == 1.0
     # MLflow's deleted version 1 of "gaps" leaves the same hole: the numbers are kept.
     with pytest.raises(ModelNotFoundError):
