@@ -369,9 +369,9 @@ def prepare(work: Path, n_sk: int, n_pt: int, mlflow_python: str | None) -> dict
     saved = {"names": names, "repo": repo, "modelpack_save_s": time.perf_counter() - started}
     if mlflow_python:
         started = time.perf_counter()
+        script = Path(__file__).with_name("_many_models_side.py")
         proc = subprocess.run(
-            [mlflow_python, str(Path(__file__).with_name("_many_models_side.py"))]
-            + [str(work / "mlflow"), str(n_sk), str(n_pt)],
+            [mlflow_python, str(script), str(work / "mlflow"), str(n_sk), str(n_pt)],
             capture_output=True,
             text=True,
             timeout=1800,
@@ -486,21 +486,39 @@ def part_throughput(
             ]
             if len(fleet) < len(names):
                 servers[MP_SAME] = servers[MP][: len(fleet)]
-        for c in args.connections:
-            for label, targets in servers.items():  # taking turns: the machine's noise drifts
-                load(targets, c, 2.0, args.zipf, seed=99)  # warm-up, not counted
-                result = load(targets, c, args.duration, args.zipf, seed=c)
-                samples = result.pop("samples")
-                result["models"] = len(targets)
-                result["models_hit"] = len({s[0] for s in samples})
-                out["cells"].setdefault(label, {})[c] = result
-                print(f"{label} c={c}: {json.dumps(result)}", flush=True)
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {}
+        for n in range(args.rounds):
+            for c in args.connections:
+                order = list(servers.items())
+                if n % 2:  # who goes first alternates: the machine's noise drifts
+                    order.reverse()
+                for label, targets in order:
+                    load(targets, c, 2.0, args.zipf, seed=99)  # warm-up, not counted
+                    result = load(targets, c, args.duration, args.zipf, seed=n * 1000 + c)
+                    samples = result.pop("samples")
+                    result["models"] = len(targets)
+                    result["models_hit"] = len({s[0] for s in samples})
+                    runs.setdefault(label, {}).setdefault(c, []).append(result)
+                    print(f"round {n + 1} {label} c={c}: {json.dumps(result)}", flush=True)
+        for label, by_c in runs.items():
+            out["cells"][label] = {c: _median_cell(rs) for c, rs in by_c.items()}
         out["memory"][MP] = memory([server.popen.pid])
         if fleet:
             out["memory"][ML] = memory([p.popen.pid for p in fleet])
         out["load_after"] = os.getloadavg()
     finally:
         stop([server, *fleet])
+    return out
+
+
+def _median_cell(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds; errors and reopens summed; each round's req/s."""
+    out = dict(runs[0])
+    for key in ("rps", "p50", "p99", "generator_cpu"):
+        out[key] = statistics.median(r[key] for r in runs)
+    for key in ("requests", "ok", "errors", "reopens"):
+        out[key] = sum(r[key] for r in runs)
+    out["rounds_rps"] = [r["rps"] for r in runs]
     return out
 
 
@@ -518,6 +536,8 @@ def part_budget(args: argparse.Namespace, prepared: dict[str, Any]) -> dict[str,
     sizes = {n: files_bytes(repo / n) for n in names}
     total = sum(sizes.values())
     budget = int(total * args.budget)
+    if budget < max(sizes.values()):  # a model larger than the whole budget is refused (503)
+        raise SystemExit(f"--budget {args.budget}: {budget} bytes, less than the largest model")
     port = serving.free_port()
     cmd = modelpack_cmd(port, "--repository", str(repo), "--lazy", "--max-memory", str(budget))
     server = launch("modelpack --max-memory", cmd, port)
@@ -656,7 +676,9 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"{n - n // 2} 64-256-256-1 torch MLPs (1-row `inputs` body). Each request picks its "
         f"model by a Zipf law (s = {args.zipf}; the kinds interleaved by rank: the most asked "
         f"model gets {100 * zipf_cumulative(n, args.zipf)[0]:.0f}% of the requests). "
-        f"{args.duration:.0f} s per cell after a 2 s warm-up, the servers taking turns. "
+        f"{args.duration:.0f} s per cell after a 2 s warm-up, the servers taking turns, "
+        f"{args.rounds} round(s) over all cells (who goes first alternates); each cell shows the "
+        "median over the rounds. "
         "*reopened*: kept-alive connections the server had closed while idle (uvicorn's 5 s "
         "keep-alive, both sides), reopened and the request sent again, as HTTP clients do (the "
         "reopen is in that request's latency); *generator CPU*: the cores the load generator "
@@ -717,12 +739,16 @@ def render(results: dict[str, Any], args: argparse.Namespace) -> str:
         for c in args.connections:
             ours, theirs = cells[MP][c], cells[ML][c]
             same = cells.get(MP_SAME, {}).get(c, ours)
+            per_round = ", ".join(
+                f"{a / b:.1f}x"
+                for a, b in zip(same["rounds_rps"], theirs["rounds_rps"], strict=True)
+            )
             lines.append(
                 f"- {c} connections: modelpack {same['rps']:.0f} req/s vs MLflow "
                 f"{theirs['rps']:.0f} ({same['rps'] / theirs['rps']:.1f}x, same models), p99 "
                 f"{same['p99']:.1f} vs {theirs['p99']:.1f} ms"
                 + (f"; with all {n} models {ours['rps']:.0f} req/s" if MP_SAME in cells else "")
-                + "."
+                + f" (throughput ratio in each round: {per_round})."
             )
     lines.append(
         f"- modelpack serve with all {n} models was ready in {tp['mp_ready_s']:.1f} s (every "
@@ -789,7 +815,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="a ~1-minute smoke run")
     parser.add_argument("--models", type=int, default=50, help="half sklearn, half torch")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per cell")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per cell")
+    parser.add_argument("--rounds", type=int, default=2, help="sweeps of the cells (median)")
     parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--zipf", type=float, default=1.1)
     parser.add_argument(
@@ -809,6 +836,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.models, args.duration, args.warmup, args.cold_models = 6, 3.0, 2.0, 2
+        args.rounds = 1
     mlflow_python = None
     if not args.no_mlflow:
         found = [args.mlflow_python] if args.mlflow_python else list(MLFLOW_PYTHONS)
