@@ -849,7 +849,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-many-"))
     try:
         started = time.time()
-        results: dict[str, Any] = {"started": started, "command": serving._command()}
+        # --markdown names where this run's copy goes, not how to run it
+        shown = re.sub(r" --markdown(=| )\S+", "", serving._command())
+        results: dict[str, Any] = {"started": started, "command": shown}
         results["mem_total_gb"] = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
         prepared = prepare(work, args.models // 2, args.models - args.models // 2, mlflow_python)
         print(f"models saved: {json.dumps({k: str(v) for k, v in prepared.items()})}", flush=True)
