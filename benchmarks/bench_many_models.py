@@ -1,8 +1,12 @@
 """Many models per server, side by side in one run: one ``modelpack serve --repository DIR`` vs
 one ``mlflow models serve`` process per model.
 
-    .venv/bin/python benchmarks/bench_many_models.py [--quick] [--models 50] [--duration 15]
-        [--mlflow-python /tmp/mlflow-bench/bin/python] [--reserve-gb 4] [--markdown FILE]
+    .venv/bin/python benchmarks/bench_many_models.py [--quick] [--models 50] [--duration 10]
+        [--rounds 2] [--mlflow-python /tmp/mlflow-bench/bin/python] [--reserve-gb 4]
+        [--markdown FILE] [--json FILE]
+
+The default run takes ~6-10 minutes on 2 shared cores (most of it starting the MLflow
+processes); ``--quick`` ~1 minute (6 models, one round of 3 s cells).
 
 Models (``_many_models_side.py``, the same seeds in both venvs): half iris-like scikit-learn
 LogisticRegressions fitted on a DataFrame (3-row ``dataframe_split`` body), half 64-256-256-1
