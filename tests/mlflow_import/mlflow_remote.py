@@ -20,6 +20,9 @@ def remote(server: str) -> None:
     from sklearn.linear_model import LogisticRegression
 
     mlflow.set_tracking_uri(server)
+    # A new experiment takes the server's artifact root (proxied, under its --artifacts-
+    # destination); the default one's location was fixed when the store was made, elsewhere.
+    mlflow.set_experiment("remote")
     x, y = _iris()
     with mlflow.start_run() as run:
         model = LogisticRegression(C=3.0, max_iter=500).fit(x, y)

@@ -140,6 +140,7 @@ def mlflow_server(
         stdout=subprocess.DEVNULL,
         stderr=log,
         env={"PATH": str(mlflow_python.parent) + ":/usr/bin:/bin", "HOME": str(root)},
+        cwd=root,  # anything it writes relative to its working directory stays in root
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
