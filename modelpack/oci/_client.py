@@ -31,7 +31,7 @@ from modelpack.errors import (
     ServerUnavailableError,
 )
 from modelpack.oci import _auth
-from modelpack.oci._reference import Reference
+from modelpack.oci._reference import Reference, parse
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,6 +41,7 @@ _READ = 1 << 20
 _RETRIES = 3
 _REDIRECTS = (301, 302, 303, 307, 308)
 _MAX_REDIRECTS = 5
+_MAX_PAGES = 10_000
 # (file, offset, length) is re-sendable after a 401 or a dropped connection, unlike a stream.
 Body = bytes | tuple[Path, int, int] | None
 _TRANSFER_ERRORS = (OSError, http.client.HTTPException)
@@ -267,6 +268,42 @@ class Registry:
     def _path(self, kind: str, ref: str) -> str:
         return f"/v2/{self.ref.repository}/{kind}/{ref}"
 
+    def repositories(self, page_size: int = 1000) -> list[str]:
+        """Every repository name of the registry's catalog (``GET /v2/_catalog``, followed
+        page by page through its ``Link`` header). 401/403/404 raise as the other calls do:
+        many hosted registries keep their catalog to themselves."""
+        return self._paged(f"/v2/_catalog?n={page_size}", "repositories", "the catalog")
+
+    def tags(self, page_size: int = 1000) -> list[str]:
+        """The tags of this repository (``GET /v2/<name>/tags/list``, paged the same way);
+        empty when the repository has none or does not exist."""
+        path = f"/v2/{self.ref.repository}/tags/list?n={page_size}"
+        try:
+            return self._paged(path, "tags", f"the tags of {self.ref}")
+        except ModelNotFoundError:
+            return []
+
+    def _paged(self, path: str, key: str, what: str) -> list[str]:
+        found: list[str] = []
+        next_path: str | None = path
+        for _ in range(_MAX_PAGES):
+            if next_path is None:
+                return found
+            reply = self.request("GET", next_path, {"Accept": "application/json"})
+            if reply.status != 200:
+                raise self.fail(reply, f"listing {what}")
+            try:
+                items = json.loads(reply.body).get(key) or []
+            except (ValueError, AttributeError) as exc:
+                raise ArtifactError(
+                    f"listing {what}: registry {self.ref.host} answered no JSON object"
+                ) from exc
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ArtifactError(f"listing {what}: registry {self.ref.host} sent no {key} list")
+            found += items
+            next_path = _next_page(reply.headers.get("Link"), next_path)
+        raise ArtifactError(f"listing {what}: more than {_MAX_PAGES} pages")
+
     def get_manifest(self) -> tuple[bytes, str, str]:
         """The manifest's bytes, media type and digest (checked against a pinned digest)."""
         accept = ", ".join((MANIFEST, INDEX, DOCKER_MANIFEST))
@@ -485,6 +522,46 @@ def _range_end(reply: Reply, default: int) -> int:
     last = int(match[1])
     # distribution writes "0-0" for an empty upload as well as for one byte.
     return 0 if last == 0 else last + 1
+
+
+def _next_page(link: str | None, current: str) -> str | None:
+    """Where ``Link: <URL>; rel="next"`` points (relative to this page; on another host it is
+    refused when requested), or None on the last page."""
+    if not link:
+        return None
+    for part in link.split(","):
+        match = re.fullmatch(r"\s*<([^>]*)>\s*;(.*)", part)
+        if match and re.search(r'rel="?next"?', match[2]):
+            return urljoin(current, match[1])
+    return None
+
+
+def list_repositories(
+    host: str,
+    *,
+    insecure: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+) -> list[str]:
+    """Every repository in the catalog of the registry at ``host`` (``HOST[:PORT]``)."""
+    # The catalog belongs to no repository: any valid name stands in for one.
+    with Registry(
+        Reference(host, "catalog"), insecure=insecure, username=username, password=password
+    ) as registry:
+        return registry.repositories()
+
+
+def list_tags(
+    reference: str,
+    *,
+    insecure: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+) -> list[str]:
+    """The tags of the repository of ``oci://HOST/REPO`` (a tag or digest in it is ignored)."""
+    ref = parse(reference)
+    with Registry(ref, insecure=insecure, username=username, password=password) as registry:
+        return registry.tags()
 
 
 def _registry_message(body: bytes) -> str:

@@ -1,8 +1,11 @@
 """Where the many-models server's models come from: ``-m NAME=URI``, a folder of model folders,
-the registry (``models:/`` with a filter and an alias), and the per-model settings file."""
+the registry (``models:/`` with a filter and an alias), an OCI registry's namespace
+(``oci://HOST/NAMESPACE``, a glob filter and a tag), and the per-model settings file."""
 
 from __future__ import annotations
 
+import fnmatch
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from modelpack.descriptor import DESCRIPTOR
-from modelpack.errors import InvalidInputError, ModelNotFoundError
+from modelpack.errors import (
+    AuthenticationError,
+    InvalidInputError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+)
+
+log = logging.getLogger("modelpack.serve")
 
 # A name travels in URL paths (/v2/models/NAME/infer) and in metric labels.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -38,7 +48,9 @@ def alias_of(uri: str) -> tuple[str, str] | None:
 class Repository:
     """``--repository``: a folder whose model folders are models (named after the folder), or
     ``models:/``: the registered models matching ``filter`` (each at ``alias``, else its latest
-    version). ``discover`` finds one more model by name (Triton's load of a model added since)."""
+    version), or ``oci://HOST/NAMESPACE``: the repositories of the registry's catalog under
+    NAMESPACE whose name matches the glob ``filter`` (each at the tag ``alias``, else ``latest``).
+    ``discover`` finds one more model by name (Triton's load of a model added since)."""
 
     source: str
     filter: str | None = None
@@ -48,9 +60,15 @@ class Repository:
     def registry(self) -> bool:
         return self.source.startswith("models:")
 
+    @property
+    def oci(self) -> bool:
+        return self.source.startswith(OCI)
+
     def models(self) -> dict[str, str]:
         if self.registry:
             return self._registered()
+        if self.oci:
+            return self._oci_models()
         folder = self._folder()
         return {
             p.name: str(p)
@@ -61,6 +79,8 @@ class Repository:
     def discover(self, name: str) -> str | None:
         if not _NAME.match(name):
             return None
+        if self.oci:
+            return self._oci_models(quiet=True).get(name)
         if not self.registry:
             path = self._folder() / name
             return str(path) if (path / DESCRIPTOR).is_file() else None
@@ -98,6 +118,80 @@ class Repository:
             return f"models:/{name}/latest"
         return f"models:/{name}@{self.alias}" if self.alias in aliases else None
 
+    def _oci_models(self, *, quiet: bool = False) -> dict[str, str]:
+        """NAME -> ``oci://HOST/NAMESPACE/REPO:TAG`` of every repository under the namespace
+        that has the tag (``/`` of a nested REPO becomes ``.`` in NAME); one without it is left
+        out (a warning unless ``quiet``), as a registered model without the alias is."""
+        from modelpack.oci import list_repositories, list_tags
+
+        host, namespace = _oci_namespace(self.source)
+        tag = self.alias or "latest"
+        _check_tag(self.source, tag)
+        prefix = f"{namespace}/" if namespace else ""
+        try:
+            repositories = list_repositories(host)
+        except (AuthenticationError, PermissionDeniedError, ModelNotFoundError) as exc:
+            login = " (or log in: docker/podman/oras login)" if exc.http_status == 401 else ""
+            raise type(exc)(
+                f"--repository {self.source}: the registry {host} does not list its "
+                f"repositories (GET /v2/_catalog answered {exc.http_status}), as many hosted "
+                f"registries do: give each model with -m NAME=oci://{host}/{prefix}REPO:TAG{login}"
+            ) from None
+        found: dict[str, str] = {}
+        named: dict[str, str] = {}
+        for repo in sorted(r for r in repositories if r.startswith(prefix)):
+            name = repo[len(prefix) :].replace("/", ".")
+            if not _NAME.match(name):
+                if not quiet:
+                    log.warning("--repository %s: %s is no model name: left out", self.source, repo)
+                continue
+            if self.filter is not None and not fnmatch.fnmatchcase(name, self.filter):
+                continue
+            if name in named:
+                raise InvalidInputError(
+                    f"--repository {self.source}: {named[name]} and {repo} would both be the "
+                    f"model {name!r}; serve one of them with -m NAME=oci://{host}/REPO:TAG"
+                )
+            named[name] = repo
+            if tag not in list_tags(f"{OCI}{host}/{repo}"):
+                if not quiet:
+                    log.warning(
+                        "--repository %s: %s has no tag %r: left out", self.source, repo, tag
+                    )
+                continue
+            found[name] = f"{OCI}{host}/{repo}:{tag}"
+        return found
+
+
+OCI = "oci://"
+
+
+def _oci_namespace(source: str) -> tuple[str, str]:
+    """(HOST[:PORT], NAMESPACE) of ``oci://HOST[/NAMESPACE]``; no NAMESPACE: the whole catalog."""
+    from modelpack.oci import parse
+
+    rest = source.removeprefix(OCI).rstrip("/")
+    host, _, namespace = rest.partition("/")
+    ref = parse(f"{OCI}{host}/{namespace or 'any'}")
+    if ref.tag or ref.digest:
+        raise InvalidInputError(
+            f"--repository {source}: give a namespace, oci://HOST/NAMESPACE, without a tag or "
+            "digest (--alias TAG picks each repository's tag)"
+        )
+    return ref.host, namespace
+
+
+def _check_tag(source: str, tag: str) -> None:
+    from modelpack.oci import parse
+
+    try:
+        parse(f"{OCI}localhost/any:{tag}")
+    except InvalidInputError:
+        raise InvalidInputError(
+            f"--repository {source}: --alias {tag!r} is not an OCI tag (letters, digits, "
+            "'_', '.', '-'; at most 128)"
+        ) from None
+
 
 def model_config(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     """``--model-config``: ``{NAME: {uri?, max_batch_size?, max_latency_ms?, max_queue_size?}}``."""
@@ -133,9 +227,15 @@ class ModelSources:
     models: Mapping[str, str] = field(default_factory=dict)
     repository: Repository | None = None
     config: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    follow_aliases: bool = False
 
     def collect(self) -> dict[str, str]:
         """Name -> URI of every model to serve from the start; a name given twice is refused."""
+        if self.follow_aliases and self.repository and self.repository.oci:
+            raise InvalidInputError(
+                "--follow-aliases follows models:/NAME@ALIAS models, not the tags of an "
+                "oci:// repository: restart the server to serve a moved tag"
+            )
         found = dict(self.repository.models()) if self.repository else {}
         for name, uri in self.models.items():
             if name in found:
