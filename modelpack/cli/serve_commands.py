@@ -88,18 +88,24 @@ def serve(
     repository: Annotated[
         str | None,
         typer.Option(
-            help="Serve every model folder in this folder, or with models:/ every registered "
-            "model (see --filter, --alias)."
+            help="Serve every model folder in this folder, with models:/ every registered "
+            "model, with oci://HOST/NAMESPACE every model of a registry namespace (see "
+            "--filter, --alias)."
         ),
     ] = None,
     filter: Annotated[
         str | None,
-        typer.Option("--filter", help="With --repository models:/: registry filter (docs)."),
+        typer.Option(
+            "--filter",
+            help="With --repository models:/: registry filter (docs); with oci://: a glob on "
+            "the model names.",
+        ),
     ] = None,
     alias: Annotated[
         str | None,
         typer.Option(
-            help="With --repository models:/: serve each model's version with this alias."
+            help="With --repository models:/: serve each model's version with this alias; "
+            "with oci://: the tag (default latest)."
         ),
     ] = None,
     lazy: Annotated[

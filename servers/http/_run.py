@@ -120,8 +120,8 @@ def app_for_models(
         else None
     )
     config = model_config(multi.get("model_config"), "--model-config")
-    sources = ModelSources(dict(models), repository, config)
     follow = multi.get("follow_aliases")
+    sources = ModelSources(dict(models), repository, config, follow_aliases=bool(follow))
     memory = multi.get("max_memory")
     settings = LoadSettings(
         trust=trust,

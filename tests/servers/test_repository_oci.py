@@ -132,6 +132,11 @@ def test_bad_sources_are_one_line_errors(filled: LocalRegistry) -> None:
     follow = ModelSources({}, Repository(f"oci://{filled.host}/ns"), follow_aliases=True)
     with pytest.raises(InvalidInputError, match="--follow-aliases follows models:/"):
         follow.collect()
+    # as the server is built from the CLI's options
+    with pytest.raises(InvalidInputError, match="--follow-aliases follows models:/"):
+        HttpServer().app_for_models(
+            {}, repository=f"oci://{filled.host}/ns", trust=TRUST, follow_aliases=5.0
+        )
 
 
 def test_a_registry_that_refuses_its_catalog_is_one_line_that_suggests_m(
