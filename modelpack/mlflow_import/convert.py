@@ -40,6 +40,7 @@ ORDER = (
     "pytorch",
     "onnx",
     "keras",
+    "transformers",
     "python_function",
 )
 
@@ -262,6 +263,22 @@ def keras(model: MlflowModel, trust: Trust, what: str) -> Converted:
     return Converted(flavor.load(data, config, LoadOptions(trust=trust)), "keras")
 
 
+def transformers(model: MlflowModel, trust: Trust, what: str) -> Converted:
+    from modelpack.mlflow_import import _transformers as hf
+
+    conf = model.flavor("transformers")
+    hf.check_supported(conf, what)
+    weights = _file(model, conf["model_binary"], what)
+    tokenizer = _file(model, "components/tokenizer", what)
+    pickles = hf.pickled_weights(weights)
+    for file in pickles:  # read by torch's weights_only unpickler, still a pickle
+        _check_pickle(trust, model, file, what)
+    task = str(conf["task"])
+    pipe = hf.load(weights, tokenizer, task, pickles, trust, what)
+    notes = ["pickled .bin weights re-saved as safetensors"] if pickles else []
+    return Converted(pipe, "transformers", {"task": task}, notes=notes)
+
+
 def python_model(model: MlflowModel, trust: Trust, what: str) -> Converted:
     from modelpack.mlflow_import.pyfunc import MlflowPythonModel, unpickle
 
@@ -292,5 +309,6 @@ _CONVERTERS: dict[str, Callable[[MlflowModel, Trust, str], Converted]] = {
     "pytorch": pytorch,
     "onnx": onnx,
     "keras": keras,
+    "transformers": transformers,
     "python_function": python_model,
 }

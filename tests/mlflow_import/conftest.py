@@ -42,6 +42,10 @@ PACKAGES = (
     "catboost==1.2.10",
     "cloudpickle==3.1.3",
     "keras==3.15.1",
+    "transformers==5.25.0",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "huggingface-hub==2.4.0",
     "torch==2.13.0+cpu",  # from /opt/wheels: never another torch spec (the CUDA build is GBs)
 )
 SPEC = hashlib.sha256("\n".join(PACKAGES).encode()).hexdigest()[:16]

@@ -200,6 +200,77 @@ def pyfunc_model(out: Path) -> None:
     )
 
 
+WORDS = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "was",
+    "is",
+    "great",
+    "good",
+    "fine",
+    "bad",
+    "awful",
+    "boring",
+    "loved",
+    "hated",
+    "it",
+    "plot",
+]
+
+
+def tiny_text_classifier() -> Any:
+    """A seeded two-layer BERT text classifier with a WordLevel tokenizer built here: no hub."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    roles = ("pad", "unk", "cls", "sep", "mask")  # ids 0..4, in this order
+    specials = {f"{role}_token": f"[{role.upper()}]" for role in roles}
+    vocab = {w: i for i, w in enumerate([*specials.values(), *WORDS])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=64, **specials
+    )
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        initializer_range=0.5,  # logits far enough apart for the labels to differ
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},  # two labels: num_labels 2
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
+    torch.manual_seed(5)  # labels of the example differ with this seed
+    model = transformers.BertForSequenceClassification(config).eval()
+    return transformers.pipeline("text-classification", model=model, tokenizer=tokenizer)
+
+
+def transformers_model(out: Path) -> None:
+    import mlflow.transformers
+    import tokenizers
+    import torch
+    import transformers
+
+    example = ["the movie was great", "a boring plot", "it was fine"]
+    # Given, as MLflow's default adds torchvision, which this venv does not have.
+    reqs = [f"{m.__name__}=={m.__version__}" for m in (transformers, tokenizers, torch)]
+    mlflow.transformers.save_model(
+        tiny_text_classifier(),
+        str(out),
+        task="text-classification",
+        input_example=example,
+        pip_requirements=reqs,
+    )
+
+
 BUILDERS = {
     "sklearn_skops": lambda out: sklearn_model(out, "skops"),
     "sklearn_pickle": lambda out: sklearn_model(out, "cloudpickle"),
@@ -211,6 +282,7 @@ BUILDERS = {
     "catboost": catboost_model,
     "keras": keras_model,
     "pyfunc": pyfunc_model,
+    "transformers": transformers_model,
 }
 
 

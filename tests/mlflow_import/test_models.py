@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 import modelpack
-from modelpack.errors import UntrustedModelError
+from modelpack.errors import UnsupportedModelError, UntrustedModelError
 from modelpack.mlflow_import import import_mlflow
 
 # MLflow model -> (modelpack flavor, trust the import needs, trust the imported model needs)
@@ -137,3 +138,82 @@ def test_skops_types_are_granted_by_exact_name(mlflow_models: Path, tmp_path: Pa
     names = ["collections.OrderedDict", "lightgbm.basic.Booster", "lightgbm.sklearn.LGBMClassifier"]
     path = import_mlflow(src, tmp_path / "b", trust=names)
     assert modelpack.load(path).descriptor.trust == {"executes_code": False, "needs": []}
+
+
+def _pipeline_rows(model: modelpack.Model) -> list[tuple[str, float]]:
+    got = model.predict(model.input_example())
+    return list(zip(got["label"].tolist(), got["score"].tolist(), strict=True))
+
+
+def test_transformers_pipeline_predicts_as_mlflow(mlflow_models: Path, tmp_path: Path) -> None:
+    src = mlflow_models / "transformers"  # a tiny BERT text-classification pipeline
+    path = import_mlflow(src, tmp_path / "m", trust=False)
+    model = modelpack.load(path)
+    assert model.descriptor.loader == "transformers"
+    assert model.descriptor.trust is not None and model.descriptor.trust["executes_code"] is False
+    descriptor = yaml.safe_load((path / "modelpack.yaml").read_text())
+    assert descriptor["flavors"]["transformers"]["task"] == "text-classification"
+    assert (path / "model" / "model.safetensors").is_file()
+    expected = json.loads((src / "expected.json").read_text())
+    got = _pipeline_rows(model)
+    assert [label for label, _ in got] == [label for label, _ in expected]
+    assert len({label for label, _ in got}) == 2  # the example is not one label throughout
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], rtol=0, atol=1e-5)
+    assert model.signature is not None and model.signature.outputs is not None
+    assert model.signature.outputs.names() == ["label", "score"]
+    assert "transformers==5.25.0" in (path / "requirements.txt").read_text().splitlines()
+
+
+def _edited_copy(src: Path, dst: Path, edit: Any) -> Path:
+    shutil.copytree(src, dst)
+    mlmodel = yaml.safe_load((dst / "MLmodel").read_text())
+    edit(mlmodel["flavors"]["transformers"], dst)
+    (dst / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return dst
+
+
+def test_transformers_pickled_weights_need_trust(mlflow_models: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    def to_bin(conf: dict[str, Any], root: Path) -> None:  # as older transformers saved them
+        weights = root / conf["model_binary"]
+        torch.save(load_file(weights / "model.safetensors"), weights / "pytorch_model.bin")
+        (weights / "model.safetensors").unlink()
+
+    src = _edited_copy(mlflow_models / "transformers", tmp_path / "src", to_bin)
+    with pytest.raises(UntrustedModelError, match=r"pytorch_model\.bin.*--trust"):
+        import_mlflow(src, tmp_path / "a", trust=False)
+    assert not (tmp_path / "a").exists()
+    model = modelpack.load(import_mlflow(src, tmp_path / "b", trust=True))
+    assert model.descriptor.trust == {"executes_code": False, "needs": []}  # safetensors now
+    assert not list((model.path / "model").glob("*.bin"))
+    assert _pipeline_rows(model) == _pipeline_rows(
+        modelpack.load(import_mlflow(mlflow_models / "transformers", tmp_path / "c"))
+    )
+
+
+def test_transformers_remote_code_is_refused(mlflow_models: Path, tmp_path: Path) -> None:
+    def remote(conf: dict[str, Any], root: Path) -> None:
+        file = root / conf["model_binary"] / "config.json"
+        config = json.loads(file.read_text())
+        config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_x.XModel"}
+        file.write_text(json.dumps(config))
+
+    src = _edited_copy(mlflow_models / "transformers", tmp_path / "src", remote)
+    with pytest.raises(UntrustedModelError, match=r"auto_map.*modeling_x\.XModel"):
+        import_mlflow(src, tmp_path / "a", trust=False)
+
+
+def test_transformers_hub_reference_is_refused(mlflow_models: Path, tmp_path: Path) -> None:
+    def reference(conf: dict[str, Any], root: Path) -> None:  # as save_pretrained=False writes
+        del conf["model_binary"]
+        conf["source_model_name"] = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+        conf["source_model_revision"] = "714eb0fa89d2f80546fda750413ed43d93601a13"
+        shutil.rmtree(root / "model")
+
+    src = _edited_copy(mlflow_models / "transformers", tmp_path / "src", reference)
+    with pytest.raises(UnsupportedModelError, match="save_pretrained=False.*offline") as info:
+        import_mlflow(src, tmp_path / "a")
+    assert "distilbert/distilbert-base-uncased-finetuned-sst-2-english" in str(info.value)
+    assert "\n" not in str(info.value)
