@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
+from modelpack._names import check_model_name
 from modelpack.errors import DeploymentError, InvalidInputError, ModelpackError
 
 if TYPE_CHECKING:
@@ -68,8 +68,6 @@ class Plan:
 
 
 MODEL_SET_SCHEME = "modelset:"
-# A model's name travels in URL paths (/invocations/NAME) and S3 keys: as `modelpack serve`.
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SOURCE_KEYS = ("repository", "filter", "alias")
 
 
@@ -90,11 +88,7 @@ class ModelSet:
 
     def __post_init__(self) -> None:
         for name, uri in self.models.items():
-            if not _MODEL_NAME.fullmatch(name):
-                raise InvalidInputError(
-                    f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' "
-                    "(up to 128, starting with a letter or digit)"
-                )
+            check_model_name(name)
             if not uri:
                 raise InvalidInputError(f"model {name!r} has no URI")
         if not self.models and not self.repository:

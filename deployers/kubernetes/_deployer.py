@@ -302,7 +302,7 @@ class KubernetesDeployer:
 
 def _check_model_set(model_set: ModelSet, settings: Settings) -> None:
     """A set the pod can fetch and serve, refused in one line before anything is applied."""
-    from modelpack.servers.http._sources import check_model_name  # as the server checks them
+    from modelpack._names import check_model_name  # as the server checks them
 
     if settings.kserve:
         raise InvalidInputError(
@@ -355,7 +355,7 @@ def _model_route(name: str, model_uri: str, model: Any) -> str:
             f"kubernetes deployment {name!r} serves several models ({named}): name one with "
             "--model (-C model=NAME)"
         )
-    from modelpack.servers.http._sources import check_model_name
+    from modelpack._names import check_model_name
 
     check_model_name(str(model))  # it goes into the proxy's URL path
     if model_set.models and not model_set.repository and str(model) not in model_set.models:

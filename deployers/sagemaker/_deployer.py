@@ -181,7 +181,7 @@ class SageMakerDeployer:
         runtime = session.client("sagemaker-runtime")
         target = {}
         if settings.model is not None:  # a model of a multi-model endpoint
-            from modelpack.servers.http._sources import check_model_name
+            from modelpack._names import check_model_name
 
             target["TargetModel"] = check_model_name(settings.model) + ARCHIVE
         with aws.aws_errors(f"invoke endpoint {name}"):

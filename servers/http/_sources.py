@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelpack._names import check_model_name as check_model_name
+from modelpack._names import is_model_name
 from modelpack.descriptor import DESCRIPTOR
 from modelpack.errors import (
     AuthenticationError,
@@ -22,20 +24,9 @@ from modelpack.errors import (
 
 log = logging.getLogger("modelpack.serve")
 
-# A name travels in URL paths (/v2/models/NAME/infer) and in metric labels.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # The per-model settings a --model-config file may give (the rest are the server's).
 MODEL_SETTINGS = ("max_batch_size", "max_latency_ms", "max_queue_size")
 _ALIAS_URI = re.compile(r"^models:/+([^/@]+)@([^/@]+)$")
-
-
-def check_model_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise InvalidInputError(
-            f"invalid model name {name!r}: use letters, digits, '_', '.' and '-' "
-            "(up to 128, starting with a letter or digit)"
-        )
-    return name
 
 
 def alias_of(uri: str) -> tuple[str, str] | None:
@@ -73,11 +64,11 @@ class Repository:
         return {
             p.name: str(p)
             for p in sorted(folder.iterdir())
-            if (p / DESCRIPTOR).is_file() and _NAME.match(p.name)
+            if (p / DESCRIPTOR).is_file() and is_model_name(p.name)
         }
 
     def discover(self, name: str) -> str | None:
-        if not _NAME.match(name):
+        if not is_model_name(name):
             return None
         if self.oci:
             return self._oci_models(quiet=True).get(name)
@@ -107,7 +98,7 @@ class Repository:
             page = registry.search_models(self.filter, max_results=100, page_token=token)
             for model in page.items:
                 uri = self._uri_of(model.name, model.aliases)
-                if uri is not None and _NAME.match(model.name):
+                if uri is not None and is_model_name(model.name):
                     found[model.name] = uri
             token = page.next_page_token
             if not token:
@@ -141,7 +132,7 @@ class Repository:
         named: dict[str, str] = {}
         for repo in sorted(r for r in repositories if r.startswith(prefix)):
             name = repo[len(prefix) :].replace("/", ".")
-            if not _NAME.match(name):
+            if not is_model_name(name):
                 if not quiet:
                     log.warning("--repository %s: %s is no model name: left out", self.source, repo)
                 continue
