@@ -83,6 +83,19 @@ def check_supported(conf: dict[str, Any], what: str) -> None:
         )
 
 
+def pipeline_task(conf: dict[str, Any], what: str) -> str:
+    """The MLflow task as transformers names it (``sentiment-analysis``: text-classification)."""
+    from transformers.pipelines import check_task
+
+    task = str(conf.get("task") or "")
+    try:
+        return str(check_task(task)[0])
+    except KeyError:
+        raise UnsupportedModelError(
+            f"{what}: {task!r} is not a transformers pipeline task"
+        ) from None
+
+
 def _as_safetensors(pickles: list[Path], folder: Path) -> None:
     import torch
     from safetensors.torch import save_file

@@ -273,7 +273,7 @@ def transformers(model: MlflowModel, trust: Trust, what: str) -> Converted:
     pickles = hf.pickled_weights(weights)
     for file in pickles:  # read by torch's weights_only unpickler, still a pickle
         _check_pickle(trust, model, file, what)
-    task = str(conf["task"])
+    task = hf.pipeline_task(conf, what)
     pipe = hf.load(weights, tokenizer, task, pickles, trust, what)
     notes = ["pickled .bin weights re-saved as safetensors"] if pickles else []
     return Converted(pipe, "transformers", {"task": task}, notes=notes)

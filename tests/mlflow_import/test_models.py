@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 import modelpack
-from modelpack.errors import UnsupportedModelError, UntrustedModelError
+from modelpack.errors import InvalidModelError, UnsupportedModelError, UntrustedModelError
 from modelpack.mlflow_import import import_mlflow
 
 # MLflow model -> (modelpack flavor, trust the import needs, trust the imported model needs)
@@ -217,3 +217,21 @@ def test_transformers_hub_reference_is_refused(mlflow_models: Path, tmp_path: Pa
         import_mlflow(src, tmp_path / "a")
     assert "distilbert/distilbert-base-uncased-finetuned-sst-2-english" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("task", "error", "message"),
+    [
+        ("image-classification", InvalidModelError, "unknown transformers task .image-class"),
+        ("llm/v1/nope", UnsupportedModelError, "'llm/v1/nope' is not a transformers pipeline"),
+    ],
+)
+def test_transformers_task_not_served_is_refused(
+    task: str, error: type[Exception], message: str, mlflow_models: Path, tmp_path: Path
+) -> None:
+    def retask(conf: dict[str, Any], root: Path) -> None:
+        conf["task"] = task
+
+    src = _edited_copy(mlflow_models / "transformers", tmp_path / "src", retask)
+    with pytest.raises(error, match=f"^the MLflow model {src}.*{message}"):
+        import_mlflow(src, tmp_path / "a")
