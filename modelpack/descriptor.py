@@ -179,11 +179,19 @@ def build_manifest(model_dir: Path) -> dict[str, FileEntry]:
     return {p: FileEntry(size=(model_dir / p).stat().st_size, sha256=hashes[p]) for p in rel}
 
 
-def verify_manifest(model_dir: Path, files: dict[str, FileEntry], *, cached: bool = False) -> None:
+def verify_manifest(
+    model_dir: Path,
+    files: dict[str, FileEntry],
+    *,
+    cached: bool = False,
+    known: dict[str, str] | None = None,
+) -> None:
     """Raise :class:`IntegrityError` naming the first file that differs from the manifest.
 
     ``cached`` (what loading uses) skips files verified before and unchanged since, unless
     ``MODELPACK_VERIFY=full``; without it every file is hashed (``modelpack verify``).
+    ``known``: the sha256 of files the caller has just written from bytes it hashed on the way
+    (an OCI pull checks each blob's digest as it streams): compared, not read again.
     """
     model_dir = Path(model_dir)
     present = {p for p in walk_files(model_dir) if p != DESCRIPTOR}
@@ -198,12 +206,15 @@ def verify_manifest(model_dir: Path, files: dict[str, FileEntry], *, cached: boo
                 f"{model_dir}: file {rel} has {size} bytes, the manifest says {entry.size}",
                 file=rel,
             )
+    known = {rel: sha for rel, sha in (known or {}).items() if rel in files}
+    rest = sorted(set(files) - set(known))
     if cached:
         from modelpack._verified import hash_manifest
 
-        actual = hash_manifest(model_dir, {rel: entry.sha256 for rel, entry in files.items()})
+        actual = hash_manifest(model_dir, {rel: files[rel].sha256 for rel in rest})
     else:
-        actual = hash_files(model_dir, sorted(files))
+        actual = hash_files(model_dir, rest)
+    actual.update(known)
     for rel, entry in files.items():
         if actual[rel] != entry.sha256:
             raise IntegrityError(

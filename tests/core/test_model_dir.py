@@ -176,3 +176,22 @@ def test_a_misspelt_flavor_option_is_a_clear_error(tmp_path):
     with pytest.raises(InvalidModelError, match=r"no option 'artefacts' \(valid: artifacts"):
         modelpack.save(Doubler(), tmp_path / "m", artefacts={})
     assert not (tmp_path / "m").exists()
+
+
+def test_verify_manifest_takes_known_hashes_as_checked_and_still_compares_them(saved):
+    # What an OCI pull passes: the sha256 each file's blob was checked against as it streamed.
+    from modelpack.descriptor import verify_manifest
+
+    path = saved
+    files = Descriptor.read(path).files
+    rel = sorted(files)[0]
+    right, wrong = files[rel].sha256, "0" * 64
+    verify_manifest(path, files, known={rel: right})
+    with pytest.raises(IntegrityError, match=f"file {rel} does not match its sha256"):
+        verify_manifest(path, files, known={rel: wrong})
+    # a file not named in known is hashed as before
+    size = (path / rel).stat().st_size
+    (path / rel).write_bytes(b"x" * size)
+    with pytest.raises(IntegrityError, match=f"file {rel} does not match its sha256"):
+        verify_manifest(path, files, known={})
+    verify_manifest(path, files, known={rel: right})  # taken as checked: not read again
