@@ -10,6 +10,7 @@ import sys
 import tarfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from modelpack.errors import (
     ModelExistsError,
     ModelNotFoundError,
     ServerUnavailableError,
+    UnsafePathError,
 )
 from modelpack.oci import _layout
 from modelpack.oci._client import Registry
@@ -356,3 +358,65 @@ def test_blob_redirects_are_followed(
     assert pulled.digest == pushed.digest
     assert len(front.redirected) == pushed.blobs  # the config and every layer
     _same_files(sklearn_model, pulled.path)
+
+
+def _republish(ref: str, tag: str, edit: Any) -> str:
+    """The manifest of ``ref`` changed by ``edit(manifest)`` and pushed as ``tag``: a hostile
+    artifact made of the real one's blobs."""
+    with Registry(oci.parse(ref)) as client:
+        manifest = json.loads(client.get_manifest()[0])
+        edit(manifest)
+        client.put_manifest(json.dumps(manifest).encode(), tag)
+    return ref.rsplit(":", 1)[0] + ":" + tag
+
+
+@pytest.mark.parametrize("path", ["../escaped.txt", "/etc/escaped.txt", "model/../../escaped"])
+def test_a_layer_path_that_leaves_the_folder_is_refused(
+    registry: LocalRegistry, sklearn_model: Path, tmp_path: Path, path: str
+) -> None:
+    ref = registry.ref(_repo()) + ":v1"
+    oci.push(sklearn_model, ref)
+
+    def escape(manifest: dict[str, Any]) -> None:
+        layer = manifest["layers"][0]
+        layer["annotations"][_layout.FILEPATH] = path
+        layer["annotations"].pop("org.opencontainers.image.title", None)
+
+    hostile = _republish(ref, "hostile", escape)
+    with pytest.raises(UnsafePathError):
+        oci.pull(hostile, tmp_path / "out" / "model")
+    assert list((tmp_path / "out").iterdir()) == []  # nothing pulled, nothing outside
+    assert not (tmp_path / "escaped.txt").exists() and not Path("/etc/escaped.txt").exists()
+
+
+@pytest.mark.parametrize("entry", ["symlink", "climbing"])
+def test_a_code_tar_with_a_link_or_a_climbing_path_is_refused(
+    registry: LocalRegistry, sklearn_model: Path, tmp_path: Path, entry: str
+) -> None:
+    ref = registry.ref(_repo()) + ":v1"
+    oci.push(sklearn_model, ref)
+    blob = tmp_path / "code.tar"
+    with tarfile.open(blob, "w") as tar:
+        if entry == "symlink":
+            link = tarfile.TarInfo("model/code/link")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(link)
+        else:
+            payload = tmp_path / "payload"
+            payload.write_bytes(b"x")
+            tar.add(payload, arcname="../../escaped")
+    data = blob.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with Registry(oci.parse(ref)) as client:
+        client.upload_blob(digest, len(data), blob, chunk_size=1 << 20)
+
+    def add_code(manifest: dict[str, Any]) -> None:
+        manifest["layers"].append(
+            {"mediaType": _layout.CODE_TAR, "digest": digest, "size": len(data)}
+        )
+
+    hostile = _republish(ref, "hostile", add_code)
+    with pytest.raises(UnsafePathError):
+        oci.pull(hostile, tmp_path / "out" / "model")
+    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "escaped").exists()
