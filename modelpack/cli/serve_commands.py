@@ -137,8 +137,8 @@ def serve(
     /v2/models/NAME/infer and /invocations/NAME (docs/serving.md, "Many models").
     """
     from modelpack import plugins
+    from modelpack._startup import lean_startup
     from modelpack.descriptor import Descriptor
-    from modelpack.model import check_trust
     from modelpack.plugins import ServeSettings
     from modelpack.uris import resolve
 
@@ -202,7 +202,10 @@ def serve(
                 )
             )
         if runtime is Runtime.native:  # refused here, before binding, with nothing imported
-            check_trust(path, granted)
+            with lean_startup():  # the CLI owns this process: the model's imports start here
+                from modelpack.model import check_trust
+
+                check_trust(path, granted)
         options["name"] = name
         target = str(path)
     settings = ServeSettings(

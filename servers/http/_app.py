@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from modelpack._asgi import UnexpectedErrors
+from modelpack._startup import lean_startup
 from modelpack._version import __version__
 from modelpack.errors import (
     ModelNotFoundError,
@@ -78,13 +79,6 @@ def _unexpected(scope: dict[str, Any], exc: BaseException) -> tuple[bytes, str]:
     log.error("unexpected error on %s", path, exc_info=exc)
     message = "internal server error; see the server's log"
     return _error_body(path, "internal_error", message), JSON
-
-
-def _freeze_heap() -> int:
-    # No gc.collect() first: a full collection of the start-up heap costs 0.07-0.45 s of the cold
-    # start, and freezing is O(1). The start-up's cyclic garbage, if any, is kept for good.
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 async def _unimplemented(self: Any, request: Request) -> Response:
@@ -253,10 +247,15 @@ class ModelServer(ServerBase):
 
     async def _load(self) -> None:
         start = time.perf_counter()
+        # freeze_heap: the model loads with the collector paused, then the start-up heap is
+        # frozen (no gc.collect() first: a full collection of it costs 0.07-0.45 s of the cold
+        # start, freezing is O(1); its cyclic garbage, if any, is kept for good).
+        lean = lean_startup(collector=self.options.freeze_heap, docs=self.options.owns_process)
         try:
-            model = await anyio.to_thread.run_sync(
-                self._loader, self.options, self.metrics.batch_rows.observe
-            )
+            with lean:
+                model = await anyio.to_thread.run_sync(
+                    self._loader, self.options, self.metrics.batch_rows.observe
+                )
         except Exception as exc:
             self.load_error = exc
             log.error("the model failed to load: %s", exc)
@@ -264,7 +263,7 @@ class ModelServer(ServerBase):
                 self.on_load_failure(exc)
             return
         if self.options.freeze_heap:
-            frozen = _freeze_heap()
+            frozen = gc.get_freeze_count()
             log.debug("%d objects from start-up frozen out of the garbage collector", frozen)
         self.model = model
         self.metrics.load_seconds.set(time.perf_counter() - start)

@@ -27,7 +27,8 @@ def run(uri: str, settings: ServeSettings) -> None:
     if not uri:
         _run_many(settings, given)
         return
-    options = serve_options({"freeze_heap": True, **given}, run_options=("drain",))
+    owned = {"owns_process": True, "freeze_heap": True}
+    options = serve_options({**owned, **given}, run_options=("drain",))
     drain = float(given.get("drain", 3.0))
     common = _uvicorn_options(settings, options)
     if settings.workers > 1:
@@ -83,6 +84,7 @@ def _run_many(settings: ServeSettings, given: dict[str, Any]) -> None:
             "load, unload or memory budget must hold for the whole server"
         )
     drain = float(given.pop("drain", 3.0))
+    given.setdefault("owns_process", True)
     app = app_for_models(
         settings.models,
         trust=settings.trust,

@@ -90,10 +90,15 @@ class ServeOptions:
     max_decode_bytes: int = 128 * 1024 * 1024
     timeout_s: float = 60.0
     sagemaker: bool = False
-    # The server owns its process (the CLI): once the model is loaded and warmed, collect and
-    # freeze the heap, so later full collections skip the millions of objects that loading
-    # torch/pandas/scikit-learn left behind (~0.1-0.15 s pauses otherwise, stalling every
-    # request in flight). Off for an app embedded in someone else's process.
+    # The server owns its process (the CLI, a worker): torch's threads leave a core to the
+    # event loop, and models import their libraries with SciPy's docstrings as written
+    # (modelpack/_startup.py). Off for an app embedded in someone else's process.
+    owns_process: bool = False
+    # One model loaded once (the CLI's single-model server): the collector is paused while it
+    # loads, then the start-up heap is frozen, so later full collections skip the millions of
+    # objects that loading torch/pandas/scikit-learn left behind (~0.1-0.15 s pauses
+    # otherwise, stalling every request in flight). Not where models come and go (their
+    # cycles would stay frozen), nor in someone else's process unless they ask.
     freeze_heap: bool = False
 
 
@@ -156,7 +161,7 @@ class ServedModel:
         self.info = dict(info or {})
         self.decoder = InvocationDecoder(signature)
         self._on_batch = on_batch
-        if options.freeze_heap:  # the server owns its process (the CLI)
+        if options.owns_process:
             threads = leave_a_core_to_the_event_loop()
             if threads is not None:
                 log.info("torch uses %d intra-op thread(s): one core is the event loop's", threads)
