@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from modelpack._startup import lean_startup
 from modelpack.errors import (
     MemoryBudgetError,
     ModelNotFoundError,
@@ -36,8 +37,9 @@ READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVA
 
 
 class BudgetFullError(MemoryBudgetError):
-    """The model fits ``--max-memory`` alone, not beside the models busy answering requests
-    (for now: the next request tries again)."""
+    """The model fits ``--max-memory`` alone, not beside the models that stayed busy answering
+    requests while the load waited (``ModelRepository.ROOM_WAIT_S``): a later request tries
+    again."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,11 @@ def _closed(model: ServedModel, footprint: int) -> None:
 class ModelRepository:
     """Every model the server knows, by name, and what is loaded."""
 
+    # How long a load waits for a loaded model to finish its requests, when every one is busy
+    # and the new one does not fit beside them, before it answers 503 (and the request's
+    # timeout, if shorter).
+    ROOM_WAIT_S = 5.0
+
     def __init__(
         self,
         models: Mapping[str, str],
@@ -140,6 +147,9 @@ class ModelRepository:
         self.entries: dict[str, Entry] = {}
         self.used = 0  # bytes counted against --max-memory: loaded, loading and draining
         self.started = False  # the start-up loads have all finished (each loaded or failed)
+        # Set when a loaded model stops answering its last request, or memory is given back:
+        # a load waiting for room looks again.
+        self._released = asyncio.Event()
         for name, uri in models.items():
             self.add(name, uri)
 
@@ -186,6 +196,8 @@ class ModelRepository:
             yield loaded
         finally:
             loaded.in_flight -= 1
+            if not loaded.in_flight:
+                self._released.set()
 
     async def _available(self, entry: Entry) -> Loaded:
         # Loops only when the model was unloaded again (to make room) before this request ran.
@@ -255,7 +267,9 @@ class ModelRepository:
                 device=self.settings.device,
             )
             on_batch = self.metrics.batch_rows.labels(entry.name).observe
-            model = await anyio.to_thread.run_sync(loader, entry.options, on_batch)
+            # Models come and go here: the collector keeps running (modelpack/_startup.py).
+            with lean_startup(collector=False, docs=entry.options.owns_process):
+                model = await anyio.to_thread.run_sync(loader, entry.options, on_batch)
         except BaseException:
             self.used -= footprint
             raise
@@ -274,12 +288,19 @@ class ModelRepository:
                 f"--max-memory budget of {budget:,} bytes",
                 retry_after=3600,
             )
+        deadline = time.monotonic() + min(self.ROOM_WAIT_S, self.options.timeout_s)
         while self.used + need > budget:
             idle = [
                 e
                 for e in self.entries.values()
                 if e is not keep and e.current is not None and e.current.in_flight == 0
             ]
+            left = deadline - time.monotonic()
+            if not idle and left > 0:  # every loaded model is answering: wait for one to finish
+                self._released.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), left)
+                continue
             if not idle:
                 raise BudgetFullError(
                     f"model {keep.name!r} ({need:,} bytes) does not fit --max-memory "
@@ -320,6 +341,7 @@ class ModelRepository:
             await anyio.to_thread.run_sync(_closed, loaded.model, loaded.footprint)
         finally:
             self.used -= loaded.footprint
+            self._released.set()
 
     # -- life cycle ------------------------------------------------------------------------
 

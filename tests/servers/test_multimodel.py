@@ -212,6 +212,40 @@ def test_least_recently_used_models_are_unloaded_under_the_memory_budget(
         assert "--max-memory" in index(url)["a"]["reason"]
 
 
+def test_a_load_waits_for_a_busy_model_to_finish_before_the_budget_says_no(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelpack.servers.http._repository import ModelRepository
+    from tests.servers import _models
+
+    example = pd.DataFrame({"x": [1.0]})
+    paths = {
+        n: save_python(tmp_path / n, _models.Slow(delay=0.8), example, delay=0.8) for n in "ab"
+    }
+    size = sum(f.stat().st_size for f in paths["a"].rglob("*") if f.is_file())
+    trust = ["tests.servers._models.Slow"]
+    body = split_body(pd.DataFrame({"x": [1.0]}))
+    for wait_s, want in ((5.0, 200), (0.2, 503)):
+        monkeypatch.setattr(ModelRepository, "ROOM_WAIT_S", wait_s)
+        with serve_many(paths, lazy=True, max_memory=int(size * 1.5), trust=trust) as url:
+            with ThreadPoolExecutor(1) as pool:
+                busy = pool.submit(httpx.post, url + "/invocations/a", json=body, timeout=30)
+                while index(url)["a"]["state"] != "READY":  # a loaded and now predicting
+                    time.sleep(0.02)
+                # b fits only once a is unloaded, and a is answering for ~0.8 s more.
+                other = httpx.post(url + "/invocations/b", json=body, timeout=30)
+                assert busy.result().status_code == 200
+            assert other.status_code == want, other.text
+            if want == 200:  # waited for a's answer, then took its place
+                assert other.json() == {"predictions": [1.0]}
+                rows = index(url)
+                assert rows["a"]["state"] == "UNAVAILABLE" and rows["b"]["state"] == "READY"
+            else:  # a was still busy when the wait ran out: the budget's 503, a kept
+                assert other.json()["error"]["code"] == "memory_budget"
+                assert other.headers["retry-after"] == "1"
+                assert index(url)["a"]["state"] == "READY"
+
+
 def constant(tmp_path: Path, value: float) -> Path:
     model = _multi_models.Constant(value)
     return save_python(tmp_path / f"const{value:g}", model, X, value=value)
@@ -344,3 +378,31 @@ def test_the_cli_serves_several_models(iris: tuple[Path, Any, Any], double_path:
             "iris",
             "double",
         }
+
+
+def test_a_cli_many_models_server_owns_its_process(
+    iris: tuple[Path, Any, Any], tmp_path: Path
+) -> None:
+    # Like the one-model server: torch's threads leave a core to the event loop (the cap is
+    # process-wide, so it holds for every torch model served).
+    import os
+
+    import torch
+
+    import modelpack
+    from tests.servers.conftest import free_port
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    example = torch.ones(2, 4)
+    mlp_path = modelpack.save(mlp, tmp_path / "mlp", input_example=example)
+    port = free_port()
+    args = ["-m", f"iris={iris[0]}", "-m", f"mlp={mlp_path}", "--port", str(port)]
+    with cli_server(*args, port=port, drop_env=("OMP_NUM_THREADS",)) as (_, url, logs):
+        got = httpx.post(url + "/invocations/mlp", json={"inputs": example.tolist()})
+        assert got.status_code == 200, got.text
+        want = mlp(example).detach().flatten().tolist()
+        assert [row[0] for row in got.json()["predictions"]] == pytest.approx(want, rel=1e-6)
+    cores = len(os.sched_getaffinity(0))
+    capped = f"torch uses {cores - 1} intra-op thread(s)" in logs["output"]
+    assert capped == (cores > 1), logs["output"]

@@ -99,38 +99,6 @@ def test_unloading_lets_the_request_in_flight_finish(slow_path: Path) -> None:
         ]
 
 
-def test_a_model_that_does_not_fit_beside_busy_ones_waits_its_turn(
-    slow_path: Path, iris: tuple[Path, Any, Any]
-) -> None:
-    sizes = [
-        sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in (slow_path, iris[0])
-    ]
-    models = {"slow": str(slow_path), "iris": str(iris[0])}
-    budget = max(sizes) + min(sizes) // 2  # one at a time
-    app = HttpServer().app_for_models(models, trust=TRUST, lazy=True, max_memory=budget)
-    frame = iris[2].head(2)
-    with running(app) as url:
-        busy = threading.Thread(
-            target=lambda: httpx.post(
-                url + "/invocations/slow", json=split_body(pd.DataFrame({"x": [1.0]})), timeout=30
-            )
-        )
-        busy.start()
-        for _ in range(200):  # until slow is loaded and predicting
-            if 'model="slow",place="thread"} 1.0' in httpx.get(url + "/metrics").text:
-                break
-            time.sleep(0.02)
-        full = httpx.post(url + "/invocations/iris", json=split_body(frame))
-        assert full.status_code == 503 and full.headers["retry-after"] == "1"
-        assert full.json()["error"]["code"] == "memory_budget"
-        assert "answering requests" in full.json()["error"]["message"]
-        busy.join()
-        # Not held against the model: once slow is idle, it makes room.
-        assert httpx.post(url + "/invocations/iris", json=split_body(frame)).status_code == 200
-        states = {r["name"]: r["state"] for r in httpx.post(url + "/v2/repository/index").json()}
-        assert states == {"iris": "READY", "slow": "UNAVAILABLE"}
-
-
 @pytest.mark.usefixtures("home")
 def test_registry_versions_by_stage_and_number(tmp_path: Path) -> None:
     frame = pd.DataFrame({"x": [1.0]})
