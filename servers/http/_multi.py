@@ -226,9 +226,19 @@ class MultiModelServer(ServerBase):
         return {"modelName": name, "modelUrl": self.repo.entry(name).uri}
 
     async def sagemaker_list(self, request: Request) -> Response:
+        """SageMaker's List Models, in pages when asked: ``limit`` models at most (MMS's
+        parameter), from after ``next_page_token`` (the last name of the page before: names
+        are listed in order, so a model loaded or unloaded meanwhile moves no other)."""
         names = sorted(n for n, e in self.repo.entries.items() if not e.unloaded)
-        rows = [self._sagemaker_row(n) for n in names]
-        return Response(orjson.dumps({"models": rows}), media_type=JSON)
+        after = request.query_params.get("next_page_token")
+        if after:
+            names = [n for n in names if n > after]
+        raw = request.query_params.get("limit")
+        limit = _page_size(raw) if raw is not None else len(names)
+        body: dict[str, Any] = {"models": [self._sagemaker_row(n) for n in names[:limit]]}
+        if len(names) > limit:
+            body["nextPageToken"] = names[limit - 1]
+        return Response(orjson.dumps(body), media_type=JSON)
 
     async def sagemaker_load(self, request: Request) -> Response:
         body = await self._json(request)
@@ -264,3 +274,9 @@ class MultiModelServer(ServerBase):
         await self.repo.unload(self.repo.entry(name))
         del self.repo.entries[name]
         return Response(b"", media_type=JSON)
+
+
+def _page_size(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidInputError(f"limit must be a whole number from 1 to 1000, not {raw!r}")
+    return int(raw)

@@ -337,6 +337,16 @@ def test_the_sagemaker_multi_model_contract(iris: tuple[Path, Any, Any], double_
             "double",
             "iris",
         ]
+        # Pages, as SageMaker asks for them: the token is given back until the last page.
+        first = httpx.get(url + "/models", params={"limit": 1}).json()
+        assert [m["modelName"] for m in first["models"]] == ["double"]
+        token = first["nextPageToken"]
+        rest = httpx.get(url + "/models", params={"limit": 1, "next_page_token": token}).json()
+        assert rest == {"models": [{"modelName": "iris", "modelUrl": str(iris[0])}]}
+        for bad in ("0", "x", "1001"):
+            refused = httpx.get(url + "/models", params={"limit": bad})
+            assert refused.status_code == 400
+            assert refused.json()["error"]["code"] == "invalid_input"
         assert httpx.delete(url + "/models/double").status_code == 200
         missing = httpx.post(url + "/models", json={"model_name": "gone", "url": "/nowhere"})
         assert missing.status_code == 404
