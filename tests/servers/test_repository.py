@@ -126,3 +126,34 @@ def test_the_sagemaker_multi_model_container(iris: tuple[Path, Any, Any]) -> Non
         assert got.json()["predictions"] == iris[1].predict(frame).tolist()
         assert httpx.delete(url + "/models/iris-1").status_code == 200
         assert httpx.get(url + "/models/iris-1").status_code == 404
+
+
+def test_an_unloaded_models_memory_goes_back_to_the_system(tmp_path: Path) -> None:
+    # Nothing keeps an unloaded model alive (the repository, the metrics, a batcher, the
+    # collector's frozen generation): its weights leave the process's RSS, cycle after cycle.
+    import sys
+
+    import torch
+
+    import modelpack
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("RSS is read from /proc")
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096 / 2**20
+
+    layers = [torch.nn.Linear(2048, 2048) for _ in range(5)]  # 16 MB of weights each
+    path = modelpack.save(torch.nn.Sequential(*layers), tmp_path / "big")
+    del layers
+    with running(HttpServer().app_for_models({"big": str(path)}, lazy=True)) as url:
+        body = {"inputs": [[0.0] * 2048]}
+        drops = []
+        for _ in range(3):
+            assert httpx.post(url + "/v2/repository/models/big/load").status_code == 200
+            assert httpx.post(url + "/invocations/big", json=body).status_code == 200
+            loaded = rss_mb()
+            assert httpx.post(url + "/v2/repository/models/big/unload").status_code == 200
+            drops.append(loaded - rss_mb())
+    assert min(drops) > 40, drops  # of the model's 80 MB
