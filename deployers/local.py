@@ -321,13 +321,15 @@ class LocalDeployer:
 
     def _local_set(self, model_set: ModelSet) -> ModelSet:
         """The set with its local paths absolute (the server runs in the state directory);
-        a path that is not a model, or a repository folder that does not exist, is refused."""
+        a path that is not a model, or a repository folder that does not exist, is refused.
+        A ``models:/`` or ``oci://`` repository goes to the server as it is: it reads the
+        registry (or the OCI registry's catalog) itself."""
         models = {
             name: uri if _has_scheme(uri) else str(self._resolve(uri))
             for name, uri in model_set.models.items()
         }
         repository = model_set.repository
-        if repository and not repository.startswith("models:"):
+        if repository and not repository.startswith(("models:", "oci://")):
             folder = Path(repository.removeprefix("file://")).expanduser().resolve()
             if not folder.is_dir():
                 raise InvalidInputError(f"--repository {repository}: no such folder")

@@ -74,8 +74,10 @@ _SOURCE_KEYS = ("repository", "filter", "alias")
 @dataclass(frozen=True)
 class ModelSet:
     """Several models served by one deployment: ``models`` by name, and/or every model of a
-    ``repository`` (a folder of model folders, or ``models:/``: registered models matching
-    ``filter``, each at ``alias`` else its latest version), as ``modelpack serve -m/--repository``.
+    ``repository`` (a folder of model folders; ``models:/``: registered models matching
+    ``filter``, each at ``alias`` else its latest version; or ``oci://HOST/NAMESPACE``: the
+    registry's repositories under NAMESPACE whose name matches the glob ``filter``, each at the
+    tag ``alias`` else ``latest``), as ``modelpack serve -m/--repository``.
 
     Its ``uri`` (``modelset:iris=/m/iris;churn=models:/churn@champion;@repository=/m/zoo``) is
     what a deployer receives as its ``model_uri`` and reports back; ``parse`` reads it again.
@@ -93,8 +95,12 @@ class ModelSet:
                 raise InvalidInputError(f"model {name!r} has no URI")
         if not self.models and not self.repository:
             raise InvalidInputError("a model set needs models (-m NAME=URI) or a --repository")
-        if (self.filter or self.alias) and not str(self.repository or "").startswith("models:"):
-            raise InvalidInputError("--filter and --alias apply to --repository models:/")
+        if (self.filter or self.alias) and not str(self.repository or "").startswith(
+            ("models:", "oci://")
+        ):
+            raise InvalidInputError(
+                "--filter and --alias apply to --repository models:/ or oci://HOST/NAMESPACE"
+            )
 
     @classmethod
     def parse(cls, uri: str) -> ModelSet | None:

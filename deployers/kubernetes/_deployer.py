@@ -7,11 +7,18 @@ Deployment's rolling strategy (``maxUnavailable: 0``) keeps the old pods serving
 reports ``updating``, or ``failed`` once its progress deadline passes, and the next
 ``update`` (or ``kubectl rollout undo``) replaces it.
 
-A ``ModelSet`` (``modelset:`` URI: ``-m NAME=URI`` repeated, ``--repository models:/``) is one
-Deployment running one many-models server (``modelpack serve -m NAME=/models/NAME ...``): each
-oci:// model pulled and each registry or S3 model fetched by an init container of its own, a
-repository read by the server itself; readiness is the server's (every model loaded or failed),
-each model's is ``/v2/models/NAME/ready`` and ``modelpack_model_ready{model}`` in ``/metrics``.
+A ``ModelSet`` (``modelset:`` URI: ``-m NAME=URI`` repeated, ``--repository models:/`` or
+``oci://HOST/NAMESPACE``) is one Deployment running one many-models server (``modelpack serve
+-m NAME=/models/NAME ...``): each oci:// model pulled and each registry or S3 model fetched by an
+init container of its own, a ``models:/`` repository read by the server itself; readiness is the
+server's (every model loaded or failed), each model's is ``/v2/models/NAME/ready`` and
+``modelpack_model_ready{model}`` in ``/metrics``.
+
+An ``oci://`` repository is read here, on the deploying machine, by each plan, create and
+update: every repository of the namespace with the tag becomes an ``oci://HOST/REPO:TAG@DIGEST``
+model pinned by its manifest's digest, pulled by an init container as a ``-m`` one is. The
+Deployment keeps the set as given; an ``update`` reads the namespace again, so a moved tag (a new
+digest in the init container) or a new repository rolls the pods.
 """
 
 from __future__ import annotations
@@ -67,9 +74,10 @@ class KubernetesDeployer:
             actions.append(f"note: {exc.message}; rendered without asking a server")
         image = settings.image or "<image: pass -C image=TAG>"
         self._check_model_uri(model_uri, settings)
-        docs = render.documents(name, namespace, model_uri, settings, image, hpa_version)
+        served, pinned = _pin_repository(model_uri, settings)
+        docs = _documents(name, namespace, model_uri, served, settings, image, hpa_version)
         verb = "update (server-side apply, rolling)" if exists else "create (server-side apply)"
-        actions += self._plan_models(model_uri, settings)
+        actions += self._plan_models(model_uri, served, pinned, settings)
         actions += [
             f"{verb} {d['kind']} {namespace}/{name} ({d['apiVersion']}), field manager "
             f"{FIELD_MANAGER}"
@@ -178,10 +186,12 @@ class KubernetesDeployer:
     # -- helpers -----------------------------------------------------------------------------
 
     @staticmethod
-    def _plan_models(model_uri: str, settings: Settings) -> builtins.list[str]:
+    def _plan_models(
+        model_uri: str, served: str, pinned: Mapping[str, str], settings: Settings
+    ) -> builtins.list[str]:
         """What a plan says of a model set: where each model comes from, what the pod runs."""
-        model_set = ModelSet.parse(model_uri)
-        if model_set is None:
+        given, model_set = ModelSet.parse(model_uri), ModelSet.parse(served)
+        if given is None or model_set is None:
             return []
         lines = []
         for model, uri in model_set.models.items():
@@ -191,9 +201,16 @@ class KubernetesDeployer:
                 how = f"pulled by an init container into {render.MODELS_DIR}/{model}"
             else:
                 how = f"fetched by an init container into {render.MODELS_DIR}/{model}"
+            if model in pinned:
+                how = f"from the repository {given.repository}, its tag pinned now by digest; {how}"
             lines.append(f"model {model}: {uri}, {how}")
         if model_set.repository:
             lines.append(f"models of the repository {model_set.repository}: read by the server")
+        elif pinned:
+            lines.append(
+                f"the repository {given.repository} is read again by each update: a moved tag "
+                "or a new model there rolls the pods"
+            )
         args = render.serve_args(model_set, settings)
         lines.append(f"the server runs: modelpack serve {' '.join(args)}")
         return lines
@@ -242,7 +259,8 @@ class KubernetesDeployer:
         config: Mapping[str, Any],
     ) -> builtins.list[dict[str, Any]]:
         hpa_version = cluster.hpa_version() if settings.max_replicas and not settings.kserve else ""
-        docs = render.documents(name, cluster.namespace, model_uri, settings, image, hpa_version)
+        served, _ = _pin_repository(model_uri, settings)
+        docs = _documents(name, cluster.namespace, model_uri, served, settings, image, hpa_version)
         kept = {k: v for k, v in config.items() if k not in _NOT_STORED}
         if settings.model_config is not None:  # its content: an update needs no file
             kept["model_config"] = settings.model_config
@@ -326,18 +344,69 @@ def _check_model_set(model_set: ModelSet, settings: Settings) -> None:
                 f"model {model!r}: {uri!r} is not a URI the pod can reach; give models:/, "
                 "runs:/, s3:// or oci://"
             )
-    if model_set.repository and not model_set.repository.startswith("models:"):
+    repository = model_set.repository or ""
+    if repository and not repository.startswith(("models:", "oci://")):
         raise InvalidInputError(
-            f"--repository {model_set.repository}: a folder on this machine, which the pod "
+            f"--repository {repository}: a folder on this machine, which the pod "
             "cannot read; give --repository models:/ (the registry the pod reaches through "
-            "MODELPACK_STORE_URI in -C env) or the models with -m NAME=URI"
+            "MODELPACK_STORE_URI in -C env), oci://HOST/NAMESPACE, or the models with -m NAME=URI"
         )
-    pulls = any(uri.startswith("oci:") for uri in model_set.models.values())
+    pulls = repository.startswith("oci://") or any(
+        uri.startswith("oci:") for uri in model_set.models.values()
+    )
     if (settings.registry_secret or settings.registry_insecure) and not pulls:
         raise InvalidInputError(
             "registry_secret and registry_insecure apply to an oci:// model that an init "
             "container pulls"
         )
+
+
+def _pin_repository(model_uri: str, settings: Settings) -> tuple[str, dict[str, str]]:
+    """The model URI the pod serves, and NAME -> pinned URI of each model read now from an
+    ``oci://`` repository: the set with every repository of the namespace that has the tag
+    (names, glob filter and tag as ``modelpack serve --repository`` reads them) as a model
+    ``oci://HOST/REPO:TAG@DIGEST`` the init containers pull. Any other URI is served as given."""
+    model_set = ModelSet.parse(model_uri)
+    if model_set is None or not (model_set.repository or "").startswith("oci://"):
+        return model_uri, {}
+    from modelpack.oci import manifest_digest
+    from modelpack.servers.http._sources import Repository
+
+    source = str(model_set.repository)
+    insecure = settings.registry_insecure
+    found = Repository(source, model_set.filter, model_set.alias, insecure=insecure).models()
+    for model in model_set.models:
+        if model in found:
+            raise InvalidInputError(
+                f"the model name {model!r} is both in -m and in the repository {source}"
+            )
+    if not found:
+        matching = f" matching {model_set.filter!r}" if model_set.filter else ""
+        raise InvalidInputError(
+            f"--repository {source}: no repository{matching} has the tag "
+            f"{model_set.alias or 'latest'!r}: nothing to deploy from it"
+        )
+    pinned = {
+        model: f"{uri}@{manifest_digest(uri, insecure=insecure)}" for model, uri in found.items()
+    }
+    return ModelSet({**model_set.models, **pinned}).uri, pinned
+
+
+def _documents(
+    name: str,
+    namespace: str,
+    model_uri: str,
+    served: str,
+    settings: Settings,
+    image: str,
+    hpa_version: str,
+) -> builtins.list[dict[str, Any]]:
+    """The manifests serving ``served``; each object's model-uri annotation is ``model_uri``, the
+    set as given (the pod template's names the pinned models the pods run)."""
+    docs = render.documents(name, namespace, served, settings, image, hpa_version)
+    for doc in docs:
+        doc["metadata"]["annotations"][render.MODEL_URI_ANNOTATION] = model_uri
+    return docs
 
 
 def _model_route(name: str, model_uri: str, model: Any) -> str:

@@ -564,6 +564,20 @@ def list_tags(
         return registry.tags()
 
 
+def manifest_digest(
+    reference: str,
+    *,
+    insecure: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+) -> str:
+    """``sha256:...`` of the manifest ``oci://HOST/REPO:TAG`` names now: what pins the tag
+    (``oci://HOST/REPO:TAG@DIGEST``) so that a later move of the tag changes nothing pulled."""
+    ref = parse(reference)
+    with Registry(ref, insecure=insecure, username=username, password=password) as registry:
+        return registry.get_manifest()[2]
+
+
 def _registry_message(body: bytes) -> str:
     with contextlib.suppress(ValueError, TypeError, KeyError, IndexError):
         errors = json.loads(body)["errors"]

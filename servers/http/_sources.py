@@ -41,11 +41,13 @@ class Repository:
     ``models:/``: the registered models matching ``filter`` (each at ``alias``, else its latest
     version), or ``oci://HOST/NAMESPACE``: the repositories of the registry's catalog under
     NAMESPACE whose name matches the glob ``filter`` (each at the tag ``alias``, else ``latest``).
-    ``discover`` finds one more model by name (Triton's load of a model added since)."""
+    ``discover`` finds one more model by name (Triton's load of a model added since);
+    ``insecure`` reads such a registry over plain HTTP (as ``modelpack pull --insecure``)."""
 
     source: str
     filter: str | None = None
     alias: str | None = None
+    insecure: bool = False
 
     @property
     def registry(self) -> bool:
@@ -120,7 +122,7 @@ class Repository:
         _check_tag(self.source, tag)
         prefix = f"{namespace}/" if namespace else ""
         try:
-            repositories = list_repositories(host)
+            repositories = list_repositories(host, insecure=self.insecure)
         except (AuthenticationError, PermissionDeniedError, ModelNotFoundError) as exc:
             login = " (or log in: docker/podman/oras login)" if exc.http_status == 401 else ""
             raise type(exc)(
@@ -144,7 +146,7 @@ class Repository:
                     f"model {name!r}; serve one of them with -m NAME=oci://{host}/REPO:TAG"
                 )
             named[name] = repo
-            if tag not in list_tags(f"{OCI}{host}/{repo}"):
+            if tag not in list_tags(f"{OCI}{host}/{repo}", insecure=self.insecure):
                 if not quiet:
                     log.warning(
                         "--repository %s: %s has no tag %r: left out", self.source, repo, tag

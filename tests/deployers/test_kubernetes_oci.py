@@ -28,6 +28,7 @@ import modelpack
 from modelpack import deploy, oci
 from modelpack._image_requirements import build_wheel, source_checkout
 from modelpack.cli import main
+from modelpack.deploy import ModelSet
 from modelpack.deployers.kubernetes import KubernetesDeployer
 from modelpack.deployers.kubernetes import _render as render
 from modelpack.deployers.kubernetes._options import Settings
@@ -408,3 +409,142 @@ def test_build_image_reports_a_refused_pull_in_one_line(
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error [unauthenticated]: ")
     assert not (tmp_path / "ctx" / "model").exists()
+
+
+# -- a model set read from an OCI namespace -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def team(
+    registry: LocalRegistry,
+    pushed: tuple[str, LogisticRegression, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    """team/a:v1 and team/b:v1 (two models), team/c:v0 (not at v1), outside/d:v1."""
+    _, _, frame = pushed
+    base = tmp_path_factory.mktemp("team")
+    found: dict[str, Any] = {"frame": frame}
+    for key, labels in (("a", frame["a"] > 0), ("b", frame["a"] <= 0)):
+        clf = LogisticRegression().fit(frame, labels.astype(int))
+        modelpack.save(clf, base / key, input_example=frame.head(3))
+        found[key], found[f"{key}_clf"] = base / key, clf
+    for repo, key in (
+        ("team/a:v1", "a"),
+        ("team/b:v1", "b"),
+        ("team/c:v0", "a"),
+        ("outside/d:v1", "a"),
+    ):
+        oci.push(str(found[key]), registry.ref(repo), username=USER, password=PASSWORD)
+    return found
+
+
+def _pinned(registry: LocalRegistry, repo: str) -> str:
+    """``oci://HOST/REPO:TAG@DIGEST`` of what the tag names now."""
+    return f"{registry.ref(repo)}@{oci.manifest_digest(registry.ref(repo))}"
+
+
+def _pulls(pod: dict[str, Any]) -> dict[str, str]:
+    """Init container name -> the reference it pulls."""
+    return {i["name"]: i["command"][4] for i in pod["initContainers"]}
+
+
+@pytest.mark.usefixtures("docker_config")
+def test_a_namespace_is_pinned_by_digest_and_read_again_by_update(
+    kube: KubeApi,
+    options: dict[str, Any],
+    registry: LocalRegistry,
+    team: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    ns = options["namespace"]
+    _registry_secret(kube, ns, registry)
+    deployer = KubernetesDeployer()
+    namespace = registry.ref("team")
+    model_set = ModelSet(repository=namespace, alias="v1")
+    given = {**options, "registry_secret": "regcred"}
+    pinned = {key: _pinned(registry, f"team/{key}:v1") for key in ("a", "b")}
+
+    plan = deploy.plan(deployer, "team", model_set, given)
+    for key in ("a", "b"):
+        assert (
+            f"model {key}: {pinned[key]}, from the repository {namespace}, its tag pinned now by "
+            f"digest; pulled by an init container into /models/{key}"
+        ) in plan.actions
+    assert "the server runs: modelpack serve -m a=/models/a -m b=/models/b" in plan.actions
+
+    with FakeController(kube.kubeconfig, ns):
+        created = deploy.create(deployer, "team", model_set, given, timeout=30)
+        assert created.status == "ready" and created.model_uri == model_set.uri
+        pod = _stored_pod(kube, ns, "team")
+        assert _pulls(pod) == {"pull-a": pinned["a"], "pull-b": pinned["b"]}
+        [server] = pod["containers"]
+        assert server["args"] == ["serve", "-m", "a=/models/a", "-m", "b=/models/b"]
+        assert {v["name"] for v in pod["volumes"]} == {"models", "registry-auth"}
+        api = config.new_client_from_config(str(kube.kubeconfig))
+        live = api.sanitize_for_serialization(
+            client.AppsV1Api(api).read_namespaced_deployment("team", ns)
+        )
+        assert live["metadata"]["annotations"][render.MODEL_URI_ANNOTATION] == model_set.uri
+
+        # What pull-a does in the pod (the Secret's credentials), and the model it leaves.
+        one = {**pod, "initContainers": pod["initContainers"][:1]}
+        pulled = _run_init(kube, ns, one, tmp_path / "pod")
+        assert pulled.returncode == 0, pulled.stderr
+        frame = team["frame"]
+        loaded = modelpack.load(str(tmp_path / "pod" / "models" / "a"))
+        assert loaded.predict(frame).tolist() == team["a_clf"].predict(frame).tolist()
+
+        # The tag v1 of team/a moves to another model, and team/e:v1 comes: update reads the
+        # namespace again (options kept), the pods roll onto the new digest and the new model.
+        oci.push(str(team["b"]), registry.ref("team/a:v1"))
+        oci.push(str(team["a"]), registry.ref("team/e:v1"))
+        moved = oci.manifest_digest(registry.ref("team/a:v1"))
+        assert not pinned["a"].endswith(moved)
+        updated = deploy.update(deployer, "team", model_set, options, timeout=30)
+        assert updated.status == "ready" and updated.model_uri == model_set.uri
+        pod = _stored_pod(kube, ns, "team")
+        assert _pulls(pod) == {
+            "pull-a": f"{registry.ref('team/a:v1')}@{moved}",
+            "pull-b": pinned["b"],
+            "pull-e": _pinned(registry, "team/e:v1"),
+        }
+        assert pod["volumes"][1]["secret"]["secretName"] == "regcred"
+    deployer.delete("team", options)
+
+
+@pytest.mark.usefixtures("docker_config", "team")
+def test_a_namespace_filter_a_clash_and_an_empty_namespace(
+    options: dict[str, Any], registry: LocalRegistry
+) -> None:
+    deployer = KubernetesDeployer()
+    namespace = registry.ref("team")
+    narrowed = deployer.plan(
+        "team", ModelSet(repository=namespace, filter="b*", alias="v1").uri, options
+    )
+    [pod] = [d["spec"]["template"]["spec"] for d in narrowed.documents if d["kind"] == "Deployment"]
+    assert list(_pulls(pod)) == ["pull-b"]
+    assert pod["containers"][0]["args"] == ["serve", "-m", "b=/models/b"]
+
+    # -m models come first; the namespace's models follow, pinned.
+    mixed = ModelSet(
+        {"clf": registry.ref("models/clf:1")}, repository=namespace, filter="b", alias="v1"
+    )
+    [pod] = [
+        d["spec"]["template"]["spec"]
+        for d in deployer.plan("team", mixed.uri, options).documents
+        if d["kind"] == "Deployment"
+    ]
+    assert list(_pulls(pod)) == ["pull-clf", "pull-b"]
+
+    cases = [
+        (ModelSet({"b": registry.ref("models/clf:1")}, repository=namespace, alias="v1"),
+         f"the model name 'b' is both in -m and in the repository {namespace}"),
+        (ModelSet(repository=namespace, alias="v9"),
+         f"--repository {namespace}: no repository has the tag 'v9': nothing to deploy from it"),
+        (ModelSet(repository=namespace, filter="z*"),
+         f"--repository {namespace}: no repository matching 'z*' has the tag 'latest'"),
+    ]  # fmt: skip
+    for model_set, message in cases:
+        with pytest.raises(InvalidInputError) as info:
+            deployer.plan("team", model_set.uri, options)
+        assert info.value.message.startswith(message) and "\n" not in info.value.message
