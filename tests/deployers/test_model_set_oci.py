@@ -15,8 +15,12 @@ from modelpack.deploy import ModelSet
 from modelpack.deployers.local import LocalDeployer
 from modelpack.errors import InvalidInputError, ServerUnavailableError
 from modelpack.plugins import get_plugin
+from tests.deployers import test_sagemaker as sagemaker
 from tests.deployers.conftest import READY_S
 from tests.oci.conftest import LocalRegistry, run_registry
+
+# The sagemaker tests' fixtures: the moto server's environment, a session on it, the deployer.
+aws, session, deployer = sagemaker.aws, sagemaker.session, sagemaker.deployer
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +93,14 @@ def test_registry_insecure_reads_the_namespace_over_http_too(team: LocalRegistry
         [f"pull-{k}", f"{namespace}/{k}:v1@{digests[k]}", f"/models/{k}", "--insecure"]
         for k in ("a", "b")
     ]
+
+
+def test_sagemaker_archives_each_model_of_the_namespace_when_deployed(
+    deployer: Any, team: LocalRegistry
+) -> None:
+    name, config = sagemaker._name(), sagemaker._config()
+    model_set = ModelSet(repository=team.ref("team"), filter="[ab]", alias="v1")
+    created = deploy.create(deployer, name, model_set, config, timeout=60)
+    assert created.details["models"] == ["a", "b"]  # pulled here, each one archive
+    assert created.model_uri == model_set.uri
+    deployer.delete(name, {"delete_artifacts": "true"})
