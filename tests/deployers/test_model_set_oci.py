@@ -16,7 +16,7 @@ from modelpack.deployers.local import LocalDeployer
 from modelpack.errors import InvalidInputError, ServerUnavailableError
 from modelpack.plugins import get_plugin
 from tests.deployers import test_sagemaker as sagemaker
-from tests.deployers.conftest import READY_S
+from tests.deployers.conftest import READY_S, run_cli
 from tests.oci.conftest import LocalRegistry, run_registry
 
 # The sagemaker tests' fixtures: the moto server's environment, a session on it, the deployer.
@@ -104,3 +104,32 @@ def test_sagemaker_archives_each_model_of_the_namespace_when_deployed(
     assert created.details["models"] == ["a", "b"]  # pulled here, each one archive
     assert created.model_uri == model_set.uri
     deployer.delete(name, {"delete_artifacts": "true"})
+
+
+def test_the_cli_plans_a_namespace_for_kubernetes(home: Path, team: LocalRegistry) -> None:
+    namespace = team.ref("team")
+    done = run_cli(
+        "deploy", "plan", "-t", "kubernetes", "--name", "team", "--repository", namespace,
+        "--filter", "a", "--alias", "v1", "-C", "image=img:1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    digest = oci.manifest_digest(team.ref("team/a:v1"))
+    # The actions as comments on stderr, the manifests on stdout.
+    assert f"model a: {namespace}/a:v1@{digest}, from the repository {namespace}" in done.stderr
+    assert "the server runs: modelpack serve -m a=/models/a" in done.stderr
+    assert f"{namespace}/a:v1@{digest}" in done.stdout and "/b:v1" not in done.stdout
+
+    refused = run_cli(
+        "deploy", "plan", "-t", "kubernetes", "--name", "team", "--repository", namespace,
+        "--alias", "v2", "-C", "image=img:1",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    # Each repository left out is logged as the server logs it; then the one-line error.
+    *left_out, error = refused.stderr.strip().splitlines()
+    assert left_out == [
+        f"--repository {namespace}: team/{r} has no tag 'v2': left out" for r in ("a", "b", "c")
+    ]
+    assert error == (
+        f"error [invalid_input]: --repository {namespace}: no repository has the tag 'v2': "
+        "nothing to deploy from it"
+    )
