@@ -256,7 +256,9 @@ def _model(
     given = given or []
     if repository is None and len(given) == 1 and not _named(given[0]):
         if registry_filter is not None or alias is not None:
-            raise InvalidInputError("--filter and --alias apply to --repository models:/")
+            raise InvalidInputError(
+                "--filter and --alias apply to --repository models:/ or oci://HOST/NAMESPACE"
+            )
         return given[0]
     if not given and repository is None:
         raise InvalidInputError("give the model: -m URI, or -m NAME=URI (repeatable), --repository")
