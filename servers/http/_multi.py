@@ -175,7 +175,9 @@ class MultiModelServer(ServerBase):
 
     async def repository_index(self, request: Request) -> Response:
         body = await self._json(request)
-        ready_only = bool(body.get("ready", False))
+        ready_only = body.get("ready", False)
+        if not isinstance(ready_only, bool):
+            raise InvalidInputError(f"'ready' must be true or false, not {ready_only!r}")
         return Response(orjson.dumps(self.repo.index(ready_only=ready_only)), media_type=JSON)
 
     async def repository_load(self, request: Request) -> Response:

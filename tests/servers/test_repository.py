@@ -69,6 +69,11 @@ def test_load_parameters_that_replace_files_are_refused(iris: tuple[Path, Any, A
         assert refused.status_code == 400
         assert "config, file:1/model.onnx" in refused.json()["error"]
         assert httpx.post(url + "/v2/repository/models/iris/load", content=b"[").status_code == 400
+        for bad in ({"ready": "yes"}, {"ready": 1}, [True]):
+            index = httpx.post(url + "/v2/repository/index", json=bad)
+            assert index.status_code == 400 and index.json()["code"] == "invalid_input"
+        ready = httpx.post(url + "/v2/repository/index", json={"ready": True}).json()
+        assert [r["name"] for r in ready] == ["iris"]
 
 
 def test_unloading_lets_the_request_in_flight_finish(slow_path: Path) -> None:
