@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.abc
-import importlib.machinery
-import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
+
+from modelpack._import_hooks import AfterImport
 
 _SCIPY_ARRAY_API = "scipy._lib._array_api"
 _lock = threading.Lock()
@@ -47,8 +46,8 @@ def lean_startup(*, collector: bool = True, docs: bool = True) -> Iterator[None]
         if docs:
             _open["docs"] += 1
             if _open["docs"] == 1:
-                _state["finder"] = _ScipyDocsAsWritten()
-                sys.meta_path.insert(0, _state["finder"])
+                _state["finder"] = _scipy_docs_as_written()
+                _state["finder"].install()
         if collector:
             _open["collector"] += 1
             if _open["collector"] == 1:
@@ -63,8 +62,7 @@ def lean_startup(*, collector: bool = True, docs: bool = True) -> Iterator[None]
             if docs:
                 _open["docs"] -= 1
                 if _open["docs"] == 0:
-                    with contextlib.suppress(ValueError):
-                        sys.meta_path.remove(_state.pop("finder"))
+                    _state.pop("finder").remove()
             if collector:
                 _open["collector"] -= 1
                 if _open["collector"] == 0 and _state.pop("collector"):
@@ -73,38 +71,10 @@ def lean_startup(*, collector: bool = True, docs: bool = True) -> Iterator[None]
                     gc.enable()
 
 
-class _ScipyDocsAsWritten(importlib.abc.MetaPathFinder):
-    """Finds ``scipy._lib._array_api`` as the path finder does, and once it has run, gives its
-    ``xp_capabilities`` a docstring parser that keeps each docstring as written."""
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _SCIPY_ARRAY_API:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
-            return None  # not where SciPy keeps it: import it as it comes
-        spec.loader = _ThenKeepDocs(spec.loader, _keep_docs)
-        return spec
-
-
-class _ThenKeepDocs(importlib.abc.Loader):
-    """The module's own loader, then ``after`` on the module it ran."""
-
-    def __init__(self, loader: importlib.machinery.SourceFileLoader, after: Callable[..., None]):
-        self._loader = loader
-        self._after = after
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        self._loader.exec_module(module)
-        self._after(module)
-
-    def __getattr__(self, name: str) -> Any:  # get_resource_reader, get_filename, ...
-        return getattr(self._loader, name)
+def _scipy_docs_as_written() -> AfterImport:
+    """Once ``scipy._lib._array_api`` has run, its ``xp_capabilities`` gets a docstring parser
+    that keeps each docstring as written."""
+    return AfterImport({_SCIPY_ARRAY_API: _keep_docs})
 
 
 def _keep_docs(module: ModuleType) -> None:

@@ -1,10 +1,10 @@
 """``autolog()``: every autolog integration whose library is installed, switched on or off.
 
 The integrations (``tracking/sklearn.py``, ``tracking/xgboost.py``, ``tracking/lightgbm.py``,
-``tracking/transformers.py``) are imported here, on the call, when their library is installed;
-disabling undoes only the integrations already imported (the others patched nothing). Also what
-the gradient-boosting integrations share: one logged training per outermost ``fit`` or
-``train``, and the patches they undo.
+``tracking/transformers.py``) are switched on when their library is imported (now, if it
+already is); disabling forgets those still waiting and undoes only the integrations switched on
+(the others patched nothing). Also what the gradient-boosting integrations share: one logged
+training per outermost ``fit`` or ``train``, and the patches they undo.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import inspect
 import json
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from modelpack._import_hooks import AfterImport
 from modelpack.errors import MissingDependencyError
 from modelpack.tracking import fluent
 from modelpack.tracking.sklearn import _head, _in_fit, _safely
@@ -50,25 +52,69 @@ def autolog(
     feature importances as JSON artifacts. transformers: every ``Trainer`` created gets a
     ``modelpack.tracking.transformers.ModelpackCallback``. ``autolog(disable=True)`` restores
     them all.
+
+    Nothing is imported here: a library already imported is patched now, one imported later
+    (``Trainer``: once ``transformers.trainer`` is) as soon as its import ends, as MLflow's
+    post-import hooks do. A script that trains with scikit-learn pays for nothing else.
     """
-    enabled = []
-    for library in _INTEGRATIONS:
-        module = f"modelpack.tracking.{library}"
-        if module not in sys.modules if disable else not _installed(library):
-            continue
-        integration = importlib.import_module(module)
-        options: dict[str, Any] = {"log_models": log_models, "experiment": experiment}
-        if library == "sklearn":
-            options["max_tuning_runs"] = max_tuning_runs
-        if library == "transformers":  # the Trainer's model is not logged
-            del options["log_models"]
-        integration.autolog(disable=disable, **options)
-        enabled.append(library)
-    if not enabled and not disable:
-        raise MissingDependencyError(
-            "autolog() needs scikit-learn, XGBoost, LightGBM or transformers: "
-            "pip install 'modelpack[sklearn]'"
-        )
+    options: dict[str, Any] = {
+        "log_models": log_models,
+        "max_tuning_runs": max_tuning_runs,
+        "experiment": experiment,
+    }
+    with _lock:
+        _hooks.callbacks.clear()
+        _hooks.remove()
+        if disable:
+            for library in _INTEGRATIONS:  # only those imported patched anything
+                if f"modelpack.tracking.{library}" in sys.modules:
+                    _integration(library, options, disable=True)
+            return
+        installed = [library for library in _INTEGRATIONS if _installed(library)]
+        if not installed:
+            raise MissingDependencyError(
+                "autolog() needs scikit-learn, XGBoost, LightGBM or transformers: "
+                "pip install 'modelpack[sklearn]'"
+            )
+        for library in installed:
+            if _TRIGGERS[library] in sys.modules:
+                _integration(library, options)
+            else:
+                _hooks.callbacks[_TRIGGERS[library]] = functools.partial(
+                    _on_import, library, options
+                )
+        if _hooks.callbacks:
+            _hooks.install()
+
+
+# What imports each library's integration: its own module (Trainer's, for transformers).
+_TRIGGERS = {
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "sklearn": "sklearn",
+    "transformers": "transformers.trainer",
+}
+_hooks = AfterImport({})
+_lock = threading.RLock()
+
+
+def _on_import(library: str, options: Mapping[str, Any], module: Any) -> None:
+    with _lock:
+        if _hooks.callbacks.pop(_TRIGGERS[library], None) is None:
+            return  # disabled meanwhile
+        if not _hooks.callbacks:
+            _hooks.remove()
+        _integration(library, options)
+
+
+def _integration(library: str, options: Mapping[str, Any], *, disable: bool = False) -> None:
+    integration = importlib.import_module(f"modelpack.tracking.{library}")
+    given = dict(options)
+    if library != "sklearn":
+        del given["max_tuning_runs"]
+    if library == "transformers":  # the Trainer's model is not logged
+        del given["log_models"]
+    integration.autolog(disable=disable, **given)
 
 
 def _installed(library: str) -> bool:
@@ -119,8 +165,12 @@ def patch_boosting(
             patches.replace(module, "train", train)
     for cls in subclasses(base):
         fit = cls.__dict__.get("fit")
-        if inspect.isfunction(fit) and not hasattr(fit, "_modelpack_original"):
-            patches.replace(cls, "fit", _boosting_fit(fit, config, log_importances))
+        if not inspect.isfunction(fit) or getattr(fit, "_modelpack_boosting", False):
+            continue
+        # scikit-learn's autolog wraps the wrappers' fit when it was switched on first (the
+        # library imports scikit-learn before it defines them): one logged training, this one.
+        own = getattr(fit, "_modelpack_original", fit)
+        patches.replace(cls, "fit", _boosting_fit(own, config, log_importances))
 
 
 def _boosting_fit(
@@ -153,6 +203,7 @@ def _boosting_fit(
         )
 
     fit._modelpack_original = original  # type: ignore[attr-defined]
+    fit._modelpack_boosting = True  # type: ignore[attr-defined]
     return fit
 
 
