@@ -1,5 +1,8 @@
 """``--workers N``: uvicorn's supervisor, with workers that drain on SIGTERM like one server.
 
+Every worker it starts drains: the first ones, one that replaces a dead worker, SIGTTIN's, and
+SIGHUP's replacements.
+
 The supervisor sends SIGTERM to every worker when it gets one; each worker then runs the same
 drain as a single server (``_draining._DrainingServer``): it stops listening, answers 503 on
 ``/ping`` and ``Connection: close`` on every answer, and exits once its connections are done or
@@ -21,6 +24,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 logger = logging.getLogger("uvicorn.error")
+WORKER_START_S = 120.0  # how long a SIGHUP replacement may take to start serving
 
 
 class DrainingProcess(Process):
@@ -63,6 +67,30 @@ class DrainingMultiprocess(Multiprocess):
             with contextlib.suppress(OSError):
                 sock.close()
         super().handle_term()
+
+    def restart_all(self) -> None:
+        """SIGHUP: replace each worker by a draining one (uvicorn's own would start plain
+        uvicorn workers), the replacement serving before the old one drains and exits."""
+        for idx, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = self._new()
+            new.start()
+            ready = getattr(new, "wait_until_ready", None)  # uvicorn 0.36 and later
+            # Not uvicorn's 5 s: a worker imports the model's libraries before it serves (and
+            # each health check it answered late costs the supervisor another second).
+            if ready is not None and not ready(WORKER_START_S, self.should_exit):
+                new.kill()
+                new.join()
+                if not self.should_exit.is_set():
+                    logger.error(
+                        f"New child process [{new.pid}] was not ready in time; "
+                        f"keeping worker [{old.pid}] and aborting the restart."
+                    )
+                return
+            old.terminate()
+            old.join()
+            self.processes[idx] = new
 
     def handle_ttin(self) -> None:
         logger.info("Received SIGTTIN, increasing the number of processes.")

@@ -5,11 +5,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
+import pytest
 
-from tests.servers.conftest import ROOT, cli_server, free_port, split_body
+from tests.servers.conftest import ROOT, cli_server, free_port, split_body, wait_ready
 
 
 def test_serve_answers_and_stops(iris):
@@ -104,74 +106,107 @@ def test_after_sigterm_an_idle_keep_alive_connection_is_answered_then_closed(iri
         assert proc.wait(30) in (0, -signal.SIGTERM)
 
 
-def test_sigterm_with_two_workers_drains_keep_alive_clients(iris):
+def _keep_alive_clients(port: int, request: bytes, n: int) -> tuple[list[str], Any]:
+    """``n`` clients, each on one keep-alive connection sending ``request`` until told to go
+    (Connection: close) or the server refuses new connections; anything else (a reset, a
+    request swallowed without an answer) is a dropped request. Returns the outcomes, and a
+    function that stops the clients and waits for them."""
     import socket
 
-    path, _, frame = iris
-    port = free_port()
-    body = orjson_body(frame.head(2))
-    request = (
-        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )
-    drain = 5.0
-    args = (str(path), "--port", str(port), "--workers", "2", "--drain", str(drain))
-    with cli_server(*args, port=port) as (proc, _, _):
-        stop = threading.Event()
-        outcomes: list[str] = []
-        lock = threading.Lock()
+    stop = threading.Event()
+    outcomes: list[str] = []
+    lock = threading.Lock()
 
-        def client() -> None:
-            # One keep-alive connection, sending until told to go (Connection: close) or the
-            # server refuses new connections; anything else (a reset, a request swallowed
-            # without an answer) is a dropped request.
-            while True:
-                try:
-                    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
-                except ConnectionRefusedError:
-                    with lock:
-                        outcomes.append("refused")
-                    return
-                reader = conn.makefile("rb")
-                try:
-                    while True:
-                        conn.sendall(request)
-                        line = reader.readline()
-                        if not line:
-                            with lock:
-                                outcomes.append("no answer")
-                            return
-                        headers = {}
-                        while (raw := reader.readline()) not in (b"\r\n", b""):
-                            name, _, value = raw.decode().partition(":")
-                            headers[name.strip().lower()] = value.strip().lower()
-                        reader.read(int(headers.get("content-length", "0")))
+    def client() -> None:
+        while True:
+            try:
+                conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+            except ConnectionRefusedError:
+                with lock:
+                    outcomes.append("refused")
+                return
+            reader = conn.makefile("rb")
+            try:
+                while True:
+                    conn.sendall(request)
+                    line = reader.readline()
+                    if not line:
                         with lock:
-                            outcomes.append(line.split()[1].decode())
-                        if headers.get("connection") == "close":
-                            if reader.read() != b"":
-                                outcomes.append("data after close")
-                            break
-                        time.sleep(0.01)
-                except OSError as exc:
+                            outcomes.append("no answer")
+                        return
+                    headers = {}
+                    while (raw := reader.readline()) not in (b"\r\n", b""):
+                        name, _, value = raw.decode().partition(":")
+                        headers[name.strip().lower()] = value.strip().lower()
+                    reader.read(int(headers.get("content-length", "0")))
                     with lock:
-                        outcomes.append(type(exc).__name__)
-                    return
-                finally:
-                    reader.close()
-                    conn.close()
-                if stop.is_set():
-                    return
+                        outcomes.append(line.split()[1].decode())
+                    if headers.get("connection") == "close":
+                        if reader.read() != b"":
+                            outcomes.append("data after close")
+                        break
+                    time.sleep(0.01)
+            except OSError as exc:
+                with lock:
+                    outcomes.append(type(exc).__name__)
+                return
+            finally:
+                reader.close()
+                conn.close()
+            if stop.is_set():
+                return
 
-        threads = [threading.Thread(target=client) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)  # every connection is open and busy
-        proc.send_signal(signal.SIGTERM)
-        started = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+
+    def finish() -> None:
         stop.set()
         for thread in threads:
             thread.join(30)
+
+    return outcomes, finish
+
+
+def _invocation(frame: pd.DataFrame) -> bytes:
+    body = orjson_body(frame.head(2))
+    return (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+
+def _workers_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["as-started", "after-sighup"])
+def test_sigterm_with_two_workers_drains_keep_alive_clients(iris, restarted):
+    # After SIGHUP (uvicorn replaces every worker), the replacements drain as the first ones.
+    path, _, frame = iris
+    port = free_port()
+    drain = 5.0
+    args = (str(path), "--port", str(port), "--workers", "2", "--drain", str(drain))
+    with cli_server(*args, port=port) as (proc, url, _):
+        if restarted:
+            first = _workers_of(proc.pid)
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # (multiprocessing's tracker stays)
+                now = _workers_of(proc.pid)
+                if len(first - now) == 2 and len(now - first) == 2:
+                    break
+                time.sleep(0.1)
+            assert len(first - now) == 2 and len(now - first) == 2, (first, now)
+            wait_ready(url, process=proc)
+        outcomes, finish = _keep_alive_clients(port, _invocation(frame), 8)
+        time.sleep(1.0)  # every connection is open and busy
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        finish()
         assert proc.wait(30) == 0
         elapsed = time.monotonic() - started
     assert elapsed < drain + 2
