@@ -34,6 +34,19 @@ class DrainingProcess(Process):
         self.drain_s = drain_s
         super().__init__(config, sockets)
 
+    def target(self, sockets: list[socket] | None = None) -> None:  # in the worker
+        # Built before the health-check thread starts, or that thread (pinged at once by a
+        # SIGHUP restart) could build a second server, one that never starts.
+        _ = self.server
+        super().target(sockets)
+
+    def pong(self) -> None:
+        # The supervisor's health check: any answer says alive; True says ready, which for a
+        # SIGHUP replacement means serving its model, not just listening (uvicorn's meaning):
+        # the worker it replaces keeps serving until then.
+        self.child_conn.recv()
+        self.child_conn.send(self.server.started and _model_loaded())
+
     @property
     def server(self) -> Server:
         if self._server is None:
@@ -118,3 +131,10 @@ class DrainingMultiprocess(Multiprocess):
             replacement = self._new()
             replacement.start()
             self.processes[idx] = replacement
+
+
+def _model_loaded() -> bool:
+    from ._draining import WORKER
+
+    model_server = WORKER.get("model_server")
+    return model_server is not None and model_server.model is not None

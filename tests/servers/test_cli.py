@@ -109,11 +109,11 @@ def test_after_sigterm_an_idle_keep_alive_connection_is_answered_then_closed(iri
 def _keep_alive_clients(port: int, request: bytes, n: int) -> tuple[list[str], Any]:
     """``n`` clients, each on one keep-alive connection sending ``request`` until told to go
     (Connection: close) or the server refuses new connections; anything else (a reset, a
-    request swallowed without an answer) is a dropped request. Returns the outcomes, and a
-    function that stops the clients and waits for them."""
+    request swallowed without an answer) is a dropped request. Returns the outcomes, and
+    ``finish(right_away=False)``, which stops the clients and waits for them."""
     import socket
 
-    stop = threading.Event()
+    stop, now = threading.Event(), threading.Event()
     outcomes: list[str] = []
     lock = threading.Lock()
 
@@ -145,6 +145,8 @@ def _keep_alive_clients(port: int, request: bytes, n: int) -> tuple[list[str], A
                         if reader.read() != b"":
                             outcomes.append("data after close")
                         break
+                    if now.is_set():
+                        return
                     time.sleep(0.01)
             except OSError as exc:
                 with lock:
@@ -160,8 +162,11 @@ def _keep_alive_clients(port: int, request: bytes, n: int) -> tuple[list[str], A
     for thread in threads:
         thread.start()
 
-    def finish() -> None:
+    def finish(right_away: bool = False) -> None:
+        """Stop: at once, or (the server is draining) once told to go."""
         stop.set()
+        if right_away:
+            now.set()
         for thread in threads:
             thread.join(30)
 
@@ -190,8 +195,14 @@ def test_sigterm_with_two_workers_drains_keep_alive_clients(iris, restarted):
     port = free_port()
     drain = 5.0
     args = (str(path), "--port", str(port), "--workers", "2", "--drain", str(drain))
-    with cli_server(*args, port=port) as (proc, url, _):
+    # No access log: thousands of lines into cli_server's unread pipe would block the workers.
+    with cli_server(*args, "--log-level", "warning", port=port) as (proc, url, _):
         if restarted:
+            # Clients all through the restart: each old worker drains once its replacement
+            # serves the model, so every request is answered, and none with 503.
+            time.sleep(2.0)  # /ping answered by one worker: the other's model loads too
+            during, finish_during = _keep_alive_clients(port, _invocation(frame), 4)
+            time.sleep(0.5)
             first = _workers_of(proc.pid)
             proc.send_signal(signal.SIGHUP)
             deadline = time.monotonic() + 60
@@ -202,6 +213,8 @@ def test_sigterm_with_two_workers_drains_keep_alive_clients(iris, restarted):
                 time.sleep(0.1)
             assert len(first - now) == 2 and len(now - first) == 2, (first, now)
             wait_ready(url, process=proc)
+            finish_during(right_away=True)
+            assert set(during) == {"200"}, sorted(set(during))
         outcomes, finish = _keep_alive_clients(port, _invocation(frame), 8)
         time.sleep(1.0)  # every connection is open and busy
         proc.send_signal(signal.SIGTERM)
