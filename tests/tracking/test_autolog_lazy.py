@@ -32,7 +32,11 @@ tracking.flush()
 runs = modelpack.search_runs()
 print(json.dumps({
     "runs": [
-        {"name": r.name, "params": sorted(r.params), "artifacts": sorted(tracking.list_artifacts(r.id))}
+        {
+            "name": r.name,
+            "params": sorted(r.params),
+            "artifacts": sorted(tracking.list_artifacts(r.id)),
+        }
         for r in runs
     ],
     "hooked": any(type(f).__name__ == "AfterImport" for f in sys.meta_path),
