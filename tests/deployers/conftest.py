@@ -5,7 +5,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,54 @@ def run_cli(*args: Any, env: dict[str, str] | None = None, timeout: float = 600)
         timeout=timeout,
         check=False,
     )
+
+
+def answers_across_update(
+    deployer: Any, name: str, route: str, body: Any, update: Callable[[], Any]
+) -> tuple[list[Any], list[str], Any]:
+    """A client that follows deployment ``name`` (its endpoint read from ``get`` before each
+    request) and posts ``body`` to ``route`` from before ``update()`` until five answers after
+    it: its answers, what failed, and what ``update()`` returned."""
+    import httpx
+
+    answers: list[Any] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                endpoint = deployer.get(name, {}).endpoint
+                assert endpoint is not None
+                with httpx.Client(timeout=30) as http:
+                    response = http.post(endpoint + route, json=body)
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text}")
+                else:
+                    answers.append(response.json()["predictions"])
+            except Exception as exc:
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        while not answers and thread.is_alive():
+            time.sleep(0.05)
+        after = update()
+        seen = len(answers)
+        while len(answers) < seen + 5 and thread.is_alive():
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(60)
+    return answers, failures, after
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One real kube-apiserver (and etcd) for every kubernetes test; each test gets its own
+    namespace (``_kube.new_namespace``)."""
+    from tests.deployers._kube import kube_api
+
+    with kube_api(tmp_path_factory.mktemp("kube")) as api:
+        yield api

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from modelpack.deployers.local import LocalDeployer
 from modelpack.errors import DeploymentError, InvalidInputError, ModelNotFoundError
 from modelpack.payload import encode_example
 from modelpack.plugins import get_plugin
-from tests.deployers.conftest import READY_S
+from tests.deployers.conftest import READY_S, answers_across_update
 
 
 def ready(deployer: LocalDeployer, name: str) -> Deployment:
@@ -91,37 +90,13 @@ def test_update_swaps_the_model_with_no_failed_request(
     local.create("swap", str(models["a"]), {})
     before = ready(local, "swap")
 
-    answers: list[Any] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        # A client that follows the deployment: it reads the endpoint from `get` every time.
-        while not stop.is_set():
-            try:
-                endpoint = local.get("swap", {}).endpoint
-                assert endpoint is not None
-                with httpx.Client(timeout=30) as http:
-                    response = http.post(endpoint + "/invocations", json=encode_example(rows))
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code} {response.text}")
-                else:
-                    answers.append(response.json()["predictions"])
-            except Exception as exc:
-                failures.append(repr(exc))
-
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
-        while not answers and thread.is_alive():
-            time.sleep(0.05)
-        after = deploy.update(local, "swap", str(models["b"]), timeout=READY_S)
-        seen = len(answers)
-        while len(answers) < seen + 5 and thread.is_alive():
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(60)
+    answers, failures, after = answers_across_update(
+        local,
+        "swap",
+        "/invocations",
+        encode_example(rows),
+        lambda: deploy.update(local, "swap", str(models["b"]), timeout=READY_S),
+    )
 
     assert failures == []
     assert answers[0] == old_answer and answers[-1] == new_answer

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from modelpack import deploy
@@ -19,7 +16,7 @@ from modelpack.deployers.local import LocalDeployer
 from modelpack.errors import InvalidInputError, ModelpackError
 from modelpack.payload import encode_example
 from modelpack.plugins import get_plugin
-from tests.deployers.conftest import READY_S, run_cli
+from tests.deployers.conftest import READY_S, answers_across_update, run_cli
 
 
 @pytest.fixture
@@ -49,38 +46,15 @@ def test_a_set_serves_each_model_and_updates_with_no_failed_request(
     with pytest.raises(InvalidInputError, match="serves no model 'c'"):
         deploy.predict(local, "zoo", rows, model="c")
 
-    answers: list[Any] = []
-    failures: list[str] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        # A client that follows the deployment: the endpoint from `get`, the model by name.
-        while not stop.is_set():
-            try:
-                endpoint = local.get("zoo", {}).endpoint
-                with httpx.Client(timeout=30) as http:
-                    response = http.post(f"{endpoint}/invocations/a", json=encode_example(rows))
-                if response.status_code != 200:
-                    failures.append(f"{response.status_code} {response.text}")
-                else:
-                    answers.append(response.json()["predictions"])
-            except Exception as exc:
-                failures.append(repr(exc))
-
-    # The new set: `a` is now the other model, `b` goes, `c` comes.
+    # The new set: `a` is now the other model, `b` goes, `c` comes; a client asks `a` by name.
     second = ModelSet({"a": str(models["b"]), "c": str(models["a"])})
-    thread = threading.Thread(target=client)
-    thread.start()
-    try:
-        while not answers and thread.is_alive():
-            time.sleep(0.05)
-        after = deploy.update(local, "zoo", second, timeout=READY_S)
-        seen = len(answers)
-        while len(answers) < seen + 5 and thread.is_alive():
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        thread.join(60)
+    answers, failures, after = answers_across_update(
+        local,
+        "zoo",
+        "/invocations/a",
+        encode_example(rows),
+        lambda: deploy.update(local, "zoo", second, timeout=READY_S),
+    )
 
     assert failures == []
     assert answers[0] == answer_a and answers[-1] == answer_b
