@@ -4,6 +4,7 @@ stand-in Deployment controller: no kubelet runs, so the test writes the status a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import ssl
@@ -117,12 +118,7 @@ def kube_api(base: Path) -> Iterator[KubeApi]:
         yield KubeApi(url=url, kubeconfig=kubeconfig, ca=base / "ca.crt")
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         for log in logs:
             log.close()
 
@@ -237,3 +233,29 @@ def _condition(kind: str, status: str, reason: str, message: str) -> dict[str, s
         "lastUpdateTime": now,
         "lastTransitionTime": now,
     }
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def core_api(kube: KubeApi) -> Any:
+    from kubernetes import client, config
+
+    return client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
+
+
+_namespaces = itertools.count()
+
+
+def new_namespace(kube: KubeApi, prefix: str) -> str:
+    """A namespace of its own for one test (one apiserver serves the whole session)."""
+    name = f"{prefix}-{next(_namespaces)}"
+    core_api(kube).create_namespace({"metadata": {"name": name}})
+    return name

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +21,9 @@ from modelpack.errors import DeploymentError, InvalidInputError
 from modelpack.plugins import get_plugin
 from modelpack.testing import check_deployer
 from tests.conftest import free_port
-from tests.deployers._kube import NEVER_READY, TOKEN, FakeController, KubeApi, kube_api
+from tests.deployers._kube import NEVER_READY, TOKEN, FakeController, KubeApi, new_namespace
 
 MODEL_URI = "models:/iris/3"
-_namespaces = itertools.count()
 
 
 def _settings(**config: Any) -> Settings:
@@ -128,18 +125,9 @@ def test_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
 # -- against a real kube-apiserver -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    with kube_api(tmp_path_factory.mktemp("kube")) as api:
-        yield api
-
-
 @pytest.fixture
 def namespace(kube: KubeApi) -> str:
-    name = f"modelpack-test-{next(_namespaces)}"
-    core: Any = client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
-    core.create_namespace({"metadata": {"name": name}})
-    return name
+    return new_namespace(kube, "modelpack-test")
 
 
 @pytest.fixture

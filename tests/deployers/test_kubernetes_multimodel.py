@@ -10,7 +10,6 @@ registered one, then its `modelpack serve ...` answers for each model and on its
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import subprocess
 import sys
@@ -35,12 +34,11 @@ from modelpack.deployers.kubernetes import KubernetesDeployer
 from modelpack.deployers.kubernetes import _render as render
 from modelpack.errors import InvalidInputError
 from tests.conftest import free_port
-from tests.deployers._kube import FakeController, KubeApi, kube_api
+from tests.deployers._kube import FakeController, KubeApi, core_api, new_namespace, stop
 from tests.oci.conftest import LocalRegistry, run_registry
 
 BIN = Path(sys.executable).parent  # `modelpack`, `python` and `sh` of the pod's commands
 OCI = "oci://registry.example/models/iris:3"
-_namespaces = itertools.count()
 
 
 def _documents(model_set: ModelSet, **options: Any) -> list[dict[str, Any]]:
@@ -199,16 +197,9 @@ def test_model_config_is_checked_as_the_server_reads_it(
 # -- a real kube-apiserver, a real registry, the pod's commands run here -----------------------
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    with kube_api(tmp_path_factory.mktemp("kube")) as api:
-        yield api
-
-
 @pytest.fixture
 def options(kube: KubeApi) -> dict[str, Any]:
-    namespace = f"modelpack-many-{next(_namespaces)}"
-    _core(kube).create_namespace({"metadata": {"name": namespace}})
+    namespace = new_namespace(kube, "modelpack-many")
     return {"kubeconfig": str(kube.kubeconfig), "namespace": namespace, "image": "img:1"}
 
 
@@ -246,10 +237,6 @@ def models(
     return {"iris_ref": ref, "iris": iris, "churn": churn, "fraud": fraud}
 
 
-def _core(kube: KubeApi) -> Any:
-    return client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
-
-
 def _api(kube: KubeApi) -> Any:
     return config.new_client_from_config(str(kube.kubeconfig))
 
@@ -274,7 +261,7 @@ class Kubelet:
             folder.mkdir(parents=True, exist_ok=True)
             if "configMap" in volume:
                 name = volume["configMap"]["name"]
-                data = _core(kube).read_namespaced_config_map(name, namespace).data
+                data = core_api(kube).read_namespaced_config_map(name, namespace).data
                 for key, text in data.items():
                     (folder / key).write_text(text)
 
@@ -326,12 +313,7 @@ class Kubelet:
         try:
             yield f"http://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
             log.close()
 
 
@@ -391,7 +373,7 @@ def test_create_serve_update_and_delete_a_model_set(
         assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
         assert [c["name"] for c in pod["initContainers"]] == ["pull-iris", "fetch-churn"]
         assert {v["name"] for v in pod["volumes"]} == {"models", "model-config"}
-        config_map = _core(kube).read_namespaced_config_map("zoo-model-config", ns)
+        config_map = core_api(kube).read_namespaced_config_map("zoo-model-config", ns)
         assert config_map.data == {"models.yaml": settings.read_text()}
 
         # What the pod would do: pull and fetch into the shared volume, then serve them all.
@@ -433,7 +415,7 @@ def test_create_serve_update_and_delete_a_model_set(
         ]  # fmt: skip
         assert [c["name"] for c in pod["initContainers"]] == ["pull-iris"]
         assert [v["name"] for v in pod["volumes"]] == ["models"]
-        assert not _core(kube).list_namespaced_config_map(ns).items
+        assert not core_api(kube).list_namespaced_config_map(ns).items
 
         # Back to one model: the many-models options are left behind.
         one = deploy.update(deployer, "zoo", models["iris_ref"], options, timeout=30)
@@ -443,9 +425,9 @@ def test_create_serve_update_and_delete_a_model_set(
 
         # And a set again, with a ConfigMap; delete removes it with the rest.
         deploy.update(deployer, "zoo", model_set, {**options, "model_config": str(settings)})
-        assert _core(kube).read_namespaced_config_map("zoo-model-config", ns).data
+        assert core_api(kube).read_namespaced_config_map("zoo-model-config", ns).data
     deployer.delete("zoo", options)
-    assert not _core(kube).list_namespaced_config_map(ns).items
+    assert not core_api(kube).list_namespaced_config_map(ns).items
     assert not client.AppsV1Api(_api(kube)).list_namespaced_deployment(ns).items
 
 
@@ -461,7 +443,7 @@ def test_a_bad_model_name_is_refused_before_anything_is_applied(
     assert line.startswith("error [invalid_input]: invalid model name 'bad/name'")
     ns = options["namespace"]
     assert not client.AppsV1Api(_api(kube)).list_namespaced_deployment(ns).items
-    assert not _core(kube).list_namespaced_service(ns).items
+    assert not core_api(kube).list_namespaced_service(ns).items
 
 
 def test_plan_lists_the_models_and_the_servers_command(

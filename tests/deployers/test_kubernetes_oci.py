@@ -8,7 +8,6 @@ temporary folder, as a kubelet mounts volumes) against a real OCI registry with 
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import os
 import subprocess
@@ -34,12 +33,11 @@ from modelpack.deployers.kubernetes import _render as render
 from modelpack.deployers.kubernetes._options import Settings
 from modelpack.errors import InvalidInputError
 from modelpack.image import ImageOptions, write_context
-from tests.deployers._kube import FakeController, KubeApi, kube_api
+from tests.deployers._kube import FakeController, KubeApi, core_api, new_namespace
 from tests.oci.conftest import PASSWORD, USER, LocalRegistry, run_registry
 
 REF = "oci://registry.example/models/iris:3"
 BIN = Path(sys.executable).parent  # `modelpack` and `sh` of the init container's command
-_namespaces = itertools.count()
 
 
 def _settings(**options: Any) -> Settings:
@@ -152,16 +150,9 @@ def test_oci_options_are_checked_before_anything_is_sent(
 # -- a real kube-apiserver, a real registry --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
-    with kube_api(tmp_path_factory.mktemp("kube")) as api:
-        yield api
-
-
 @pytest.fixture
 def options(kube: KubeApi) -> dict[str, Any]:
-    namespace = f"modelpack-oci-{next(_namespaces)}"
-    _core(kube).create_namespace({"metadata": {"name": namespace}})
+    namespace = new_namespace(kube, "modelpack-oci")
     return {"kubeconfig": str(kube.kubeconfig), "namespace": namespace, "image": "img:1"}
 
 
@@ -190,10 +181,6 @@ def pushed(
     return ref, clf, frame
 
 
-def _core(kube: KubeApi) -> Any:
-    return client.CoreV1Api(config.new_client_from_config(str(kube.kubeconfig)))
-
-
 def _stored_pod(kube: KubeApi, namespace: str, name: str) -> dict[str, Any]:
     """The pod template as the API server stored it (defaults filled in), as plain JSON."""
     api = config.new_client_from_config(str(kube.kubeconfig))
@@ -205,7 +192,7 @@ def _stored_pod(kube: KubeApi, namespace: str, name: str) -> dict[str, Any]:
 def _registry_secret(kube: KubeApi, namespace: str, registry: LocalRegistry) -> None:
     auth = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     docker_config = json.dumps({"auths": {registry.host: {"auth": auth}}})
-    _core(kube).create_namespaced_secret(
+    core_api(kube).create_namespaced_secret(
         namespace,
         {
             "metadata": {"name": "regcred"},
@@ -227,7 +214,7 @@ def _run_init(
         secret = volumes[m["name"]].get("secret")
         mounts[m["mountPath"]].mkdir(parents=True, exist_ok=True)
         if secret:
-            data = _core(kube).read_namespaced_secret(secret["secretName"], namespace).data
+            data = core_api(kube).read_namespaced_secret(secret["secretName"], namespace).data
             for item in secret["items"]:
                 text = base64.b64decode(data[item["key"]])
                 (mounts[m["mountPath"]] / item["path"]).write_bytes(text)
@@ -310,7 +297,7 @@ def test_a_failing_pull_is_the_reason_get_reports(
     assert failed.returncode != 0
     # The kubelet's part: a pod of the Deployment whose init container keeps failing, its
     # stderr the termination message (FallbackToLogsOnError).
-    core = _core(kube)
+    core = core_api(kube)
     core.create_namespaced_service_account(ns, {"metadata": {"name": "default"}})
     labels = render.labels("clf")
     spec = {**pod, "automountServiceAccountToken": False}  # no token controller runs here
