@@ -370,16 +370,16 @@ def _pin_repository(model_uri: str, settings: Settings) -> tuple[str, dict[str, 
     if model_set is None or not (model_set.repository or "").startswith("oci://"):
         return model_uri, {}
     from modelpack.oci import manifest_digest
-    from modelpack.servers.http._sources import Repository
+    from modelpack.servers.http._sources import Repository, combine
 
     source = str(model_set.repository)
     insecure = settings.registry_insecure
-    found = Repository(source, model_set.filter, model_set.alias, insecure=insecure).models()
-    for model in model_set.models:
-        if model in found:
-            raise InvalidInputError(
-                f"the model name {model!r} is both in -m and in the repository {source}"
-            )
+    repository = Repository(source, model_set.filter, model_set.alias, insecure=insecure)
+    found = {
+        model: uri
+        for model, uri in combine(repository, model_set.models).items()
+        if model not in model_set.models
+    }
     if not found:
         matching = f" matching {model_set.filter!r}" if model_set.filter else ""
         raise InvalidInputError(

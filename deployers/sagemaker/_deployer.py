@@ -494,17 +494,15 @@ class SageMakerDeployer:
 def _set_folders(model_set: ModelSet) -> dict[str, Path]:
     """Name -> local folder of every model of a set (a repository read now: an endpoint's
     models are archives, fixed when it is made)."""
-    from modelpack.servers.http._sources import Repository
+    from modelpack.servers.http._sources import Repository, combine
     from modelpack.uris import resolve
 
-    uris: dict[str, str] = {}
-    if model_set.repository:
-        repository = Repository(model_set.repository, model_set.filter, model_set.alias)
-        uris.update(repository.models())
-    for name, uri in model_set.models.items():
-        if name in uris:
-            raise InvalidInputError(f"the model name {name!r} is both in -m and in the repository")
-        uris[name] = uri  # a name ModelSet checked
+    repository = (
+        Repository(model_set.repository, model_set.filter, model_set.alias)
+        if model_set.repository
+        else None
+    )
+    uris = combine(repository, model_set.models)  # -m names: ModelSet checked them
     if not uris:
         raise InvalidInputError(f"the repository {model_set.repository} holds no model")
     return {name: resolve(uri) for name, uri in sorted(uris.items())}

@@ -213,6 +213,21 @@ def model_config(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     return config
 
 
+def combine(repository: Repository | None, models: Mapping[str, str]) -> dict[str, str]:
+    """Name -> URI of the models of ``repository`` (read now), then ``models`` (``-m``): what
+    a server or a deployment of a model set serves. A name in both is refused."""
+    found = dict(repository.models()) if repository else {}
+    for name, uri in models.items():
+        if name in found:
+            assert repository is not None
+            raise InvalidInputError(
+                f"the model name {name!r} is both in -m and in the repository "
+                f"{repository.source}"
+            )
+        found[name] = uri
+    return found
+
+
 @dataclass(frozen=True)
 class ModelSources:
     """Everything that names the models of one server (what ``modelpack serve`` was given)."""
@@ -229,13 +244,7 @@ class ModelSources:
                 "--follow-aliases follows models:/NAME@ALIAS models, not the tags of an "
                 "oci:// repository: restart the server to serve a moved tag"
             )
-        found = dict(self.repository.models()) if self.repository else {}
-        for name, uri in self.models.items():
-            if name in found:
-                raise InvalidInputError(
-                    f"the model name {name!r} is both in -m and in the repository"
-                )
-            found[name] = uri
+        found = combine(self.repository, self.models)
         for name, settings in self.config.items():
             if "uri" in settings:
                 if name in found:
