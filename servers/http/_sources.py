@@ -221,8 +221,7 @@ def combine(repository: Repository | None, models: Mapping[str, str]) -> dict[st
         if name in found:
             assert repository is not None
             raise InvalidInputError(
-                f"the model name {name!r} is both in -m and in the repository "
-                f"{repository.source}"
+                f"the model name {name!r} is both in -m and in the repository {repository.source}"
             )
         found[name] = uri
     return found
