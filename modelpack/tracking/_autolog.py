@@ -29,8 +29,15 @@ from modelpack.tracking import fluent
 from modelpack.tracking.sklearn import _head, _in_fit, _safely
 
 T = TypeVar("T")
-# The boosting integrations patch first: scikit-learn's then leaves their wrappers' fit alone.
-_INTEGRATIONS = ("xgboost", "lightgbm", "sklearn", "transformers")
+# Each integration, and the module whose import switches it on (Trainer's, for transformers).
+# In this order: disabling undoes the boosting integrations first, then scikit-learn's, which
+# may have wrapped their wrappers' fit underneath (see patch_boosting).
+_TRIGGERS = {
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "sklearn": "sklearn",
+    "transformers": "transformers.trainer",
+}
 # True inside a boosting wrapper's logged fit: its inner ``train`` only adds the metrics callback.
 _in_boosting_fit: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "modelpack_in_boosting_fit", default=False
@@ -66,11 +73,11 @@ def autolog(
         _hooks.callbacks.clear()
         _hooks.remove()
         if disable:
-            for library in _INTEGRATIONS:  # only those imported patched anything
+            for library in _TRIGGERS:  # only those imported patched anything
                 if f"modelpack.tracking.{library}" in sys.modules:
                     _integration(library, options, disable=True)
             return
-        installed = [library for library in _INTEGRATIONS if _installed(library)]
+        installed = [library for library in _TRIGGERS if _installed(library)]
         if not installed:
             raise MissingDependencyError(
                 "autolog() needs scikit-learn, XGBoost, LightGBM or transformers: "
@@ -87,13 +94,6 @@ def autolog(
             _hooks.install()
 
 
-# What imports each library's integration: its own module (Trainer's, for transformers).
-_TRIGGERS = {
-    "xgboost": "xgboost",
-    "lightgbm": "lightgbm",
-    "sklearn": "sklearn",
-    "transformers": "transformers.trainer",
-}
 _hooks = AfterImport({})
 _lock = threading.RLock()
 
